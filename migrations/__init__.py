@@ -1,0 +1,1 @@
+"""Alembic migrations of the mservices schema (run them with ``mservices db upgrade``)."""

@@ -1,0 +1,216 @@
+"""The menu repository: the self-referential menu tree, loaded in one query and kept acyclic."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from repositories.errors import Conflict, NotFound
+from repositories.models import Menu, role_menu
+
+MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible")
+
+
+@dataclass(slots=True)
+class MenuNode:
+    """One menu with its children: a plain value, safe to cache and to render."""
+
+    id: int
+    title: str
+    url: str | None
+    note: str | None
+    parent_id: int | None
+    sort: int
+    visible: bool
+    children: list[MenuNode] = field(default_factory=list)
+
+
+def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
+    """Copy menus into new nodes and link them into a forest in O(n) (see ``link_tree``)."""
+    return link_tree(
+        MenuNode(
+            id=menu.id,
+            title=menu.title,
+            url=menu.url,
+            note=menu.note,
+            parent_id=menu.parent_id,
+            sort=menu.sort,
+            visible=menu.visible,
+        )
+        for menu in menus
+    )
+
+
+def link_tree(fresh: Iterable[MenuNode]) -> list[MenuNode]:
+    """Link childless nodes into a forest in place, in O(n); children keep the input order.
+
+    A node whose parent is absent becomes a root, so a filtered set still renders.
+    """
+    nodes = {node.id: node for node in fresh}
+    roots: list[MenuNode] = []
+    for node in nodes.values():
+        parent = nodes.get(node.parent_id) if node.parent_id is not None else None
+        if parent is None:
+            roots.append(node)
+        else:
+            parent.children.append(node)
+    return roots
+
+
+class MenuRepository:
+    """Menus: CRUD, the tree in one query, and no menu ever its own ancestor."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, menu_id: int) -> Menu:
+        """The menu with this id, or NotFound."""
+        menu = await self.session.get(Menu, menu_id)
+        if menu is None:
+            raise NotFound(f"menu {menu_id} does not exist", code="menu_not_found")
+        return menu
+
+    async def list(self) -> Sequence[Menu]:
+        """Every menu, in display order (sort, then id)."""
+        result = await self.session.scalars(select(Menu).order_by(Menu.sort, Menu.id))
+        return result.all()
+
+    async def count(self) -> int:
+        """How many menus exist."""
+        return int(await self.session.scalar(select(func.count()).select_from(Menu)) or 0)
+
+    async def get_tree(self) -> builtins.list[MenuNode]:
+        """The whole menu forest, built from a single query."""
+        return link_tree(await self.list_nodes())
+
+    async def list_nodes(self) -> builtins.list[MenuNode]:
+        """Every menu as an unlinked node, in display order: plain column reads, no ORM
+        identity map, for the hot tree builds."""
+        query = select(
+            Menu.id, Menu.title, Menu.url, Menu.note, Menu.parent_id, Menu.sort, Menu.visible
+        ).order_by(Menu.sort, Menu.id)
+        rows = await self.session.execute(query)
+        return [
+            MenuNode(id, title, url, note, parent_id, sort, visible)
+            for id, title, url, note, parent_id, sort, visible in rows
+        ]
+
+    async def add(
+        self,
+        *,
+        title: str,
+        url: str | None = None,
+        note: str | None = None,
+        parent_id: int | None = None,
+        sort: int = 0,
+        visible: bool = True,
+    ) -> Menu:
+        """Create a menu under ``parent_id`` (a root when None)."""
+        if parent_id is not None:
+            await self.get(parent_id)
+        await self._check_unique(title=title, url=url, parent_id=parent_id, menu_id=None)
+        menu = Menu(
+            title=title, url=url, note=note, parent_id=parent_id, sort=sort, visible=visible
+        )
+        self.session.add(menu)
+        await self.session.flush()
+        return menu
+
+    async def update(self, menu_id: int, changes: dict[str, Any]) -> Menu:
+        """Apply ``changes`` (a subset of MENU_FIELDS); a move into its own subtree is refused."""
+        unknown = set(changes) - set(MENU_FIELDS)
+        if unknown:
+            raise ValueError(f"not menu fields: {sorted(unknown)}")
+        menu = await self.get(menu_id)
+        parent_id = changes.get("parent_id", menu.parent_id)
+        if "parent_id" in changes and parent_id is not None:
+            await self.get(parent_id)
+            if await self.is_ancestor_or_self(menu_id, of=parent_id):
+                raise Conflict(
+                    f"menu {menu_id} cannot move under {parent_id}: it would be its own ancestor",
+                    code="menu_cycle",
+                )
+        await self._check_unique(
+            title=changes.get("title", menu.title),
+            url=changes.get("url", menu.url),
+            parent_id=parent_id,
+            menu_id=menu_id,
+        )
+        for name, value in changes.items():
+            setattr(menu, name, value)
+        await self.session.flush()
+        return menu
+
+    async def is_ancestor_or_self(self, candidate_id: int, *, of: int) -> bool:
+        """True when ``candidate_id`` is ``of`` or one of its ancestors (walked in one query)."""
+        parents = dict((await self.session.execute(select(Menu.id, Menu.parent_id))).all())
+        current: int | None = of
+        for _ in range(len(parents) + 1):
+            if current is None:
+                return False
+            if current == candidate_id:
+                return True
+            current = parents.get(current)
+        return True  # a cycle already exists in the data: treat as refused
+
+    async def delete(self, menu_id: int, *, cascade: bool = False) -> builtins.list[int]:
+        """Delete a menu (and, with ``cascade``, its whole subtree); returns the deleted ids.
+
+        A menu with children is refused unless ``cascade``; grants of deleted menus go with them.
+        """
+        await self.get(menu_id)
+        rows = (await self.session.execute(select(Menu.id, Menu.parent_id))).all()
+        children: dict[int | None, list[int]] = {}
+        for child_id, parent_id in rows:
+            children.setdefault(parent_id, []).append(child_id)
+        if children.get(menu_id) and not cascade:
+            raise Conflict(
+                f"menu {menu_id} has children; delete them first or pass cascade",
+                code="menu_has_children",
+            )
+        levels: builtins.list[builtins.list[int]] = [[menu_id]]
+        while True:
+            below = [child for parent in levels[-1] for child in children.get(parent, ())]
+            if not below:
+                break
+            levels.append(below)
+        doomed = [menu for level in levels for menu in level]
+        await self.session.execute(delete(role_menu).where(role_menu.c.menu_id.in_(doomed)))
+        # Deepest level first: InnoDB checks the parent foreign key row by row.
+        for level in reversed(levels):
+            await self.session.execute(delete(Menu).where(Menu.id.in_(level)))
+        await self.session.flush()
+        return doomed
+
+    async def ids_granted_to_roles(self, role_ids: Iterable[int]) -> set[int]:
+        """The ids of menus granted to any of ``role_ids``."""
+        ids = list(role_ids)
+        if not ids:
+            return set()
+        result = await self.session.scalars(
+            select(role_menu.c.menu_id).where(role_menu.c.role_id.in_(ids)).distinct()
+        )
+        return set(result.all())
+
+    async def _check_unique(
+        self, *, title: str, url: str | None, parent_id: int | None, menu_id: int | None
+    ) -> None:
+        same_title = select(Menu.id).where(
+            Menu.title == title,
+            Menu.parent_id.is_(None) if parent_id is None else Menu.parent_id == parent_id,
+        )
+        if menu_id is not None:
+            same_title = same_title.where(Menu.id != menu_id)
+        if await self.session.scalar(same_title.limit(1)) is not None:
+            raise Conflict(f"a menu titled {title!r} already exists here", code="menu_title_taken")
+        if url is not None:
+            same_url = select(Menu.id).where(Menu.url == url)
+            if menu_id is not None:
+                same_url = same_url.where(Menu.id != menu_id)
+            if await self.session.scalar(same_url.limit(1)) is not None:
+                raise Conflict(f"the url {url!r} belongs to another menu", code="menu_url_taken")

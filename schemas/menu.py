@@ -1,0 +1,119 @@
+"""Schemas of menus: the tree a user sees, and the menu administration API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic.json_schema import WithJsonSchema
+
+from schemas.common import RequestSchema, Schema
+
+
+def _single_line(value: str) -> str:
+    if not value.strip() or not value.isprintable():
+        raise ValueError("must be printable text on one line")
+    return value
+
+
+def _local_path(value: str) -> str:
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        raise ValueError("must be a local path starting with / (not //)")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError("must not contain spaces or control characters")
+    return value
+
+
+class MenuTreeNode(Schema):
+    """A menu and its children, to any depth."""
+
+    id: int
+    title: str
+    url: str | None
+    note: str | None
+    sort: int
+    visible: bool
+    children: list[MenuTreeNode]
+
+
+MenuTitle = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_single_line)]
+MenuUrl = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_local_path)]
+MenuNote = Annotated[str, Field(max_length=2000)]
+SortKey = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+MenuId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class MenuCreate(RequestSchema):
+    """``POST /api/menus``: a new menu (a root when ``parent_id`` is null)."""
+
+    title: MenuTitle
+    url: MenuUrl | None = None
+    note: MenuNote | None = None
+    parent_id: MenuId | None = None
+    sort: SortKey = 0
+    visible: StrictBool = True
+
+
+class MenuUpdate(RequestSchema):
+    """``PATCH /api/menus/{id}``: any subset of the fields; ``parent_id: null`` makes it a root."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    title: Annotated[
+        MenuTitle | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64})
+    ] = None
+    url: MenuUrl | None = None
+    note: MenuNote | None = None
+    parent_id: MenuId | None = None
+    sort: Annotated[SortKey | None, WithJsonSchema({"type": "integer"})] = None
+    visible: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
+
+    @model_validator(mode="after")
+    def _required_fields_stay_set(self) -> MenuUpdate:
+        for name in ("title", "sort", "visible"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        return self
+
+
+class MenuRead(Schema):
+    """A menu without its children."""
+
+    id: int
+    title: str
+    url: str | None
+    note: str | None
+    parent_id: int | None
+    sort: int
+    visible: bool
+
+
+class MenuResponse(Schema):
+    """One menu, with ``msg``."""
+
+    msg: Literal["success"] = "success"
+    menu: MenuRead
+
+
+class MenuList(Schema):
+    """Every menu as a flat list (``?flat=1``)."""
+
+    msg: Literal["success"] = "success"
+    items: list[MenuRead]
+    count: int
+
+
+class MenuTree(Schema):
+    """The menu forest."""
+
+    msg: Literal["success"] = "success"
+    menus: list[MenuTreeNode]
+
+
+class MenuDeleted(Schema):
+    """What a delete removed (the menu and, with cascade, its subtree)."""
+
+    msg: Literal["success"] = "success"
+    deleted: list[int]

@@ -1,0 +1,1 @@
+"""mservices: the Tornado application, its handlers, realtime servers and command line."""

@@ -1,0 +1,551 @@
+"""The admin pages: the menu tree editor, roles with a menu checklist, users with their roles.
+
+Each page is guarded by its own menu (``menu_url``): a visitor is sent to the login form, a user
+without the menu gets the 403 page. Every change is a plain HTML form (XSRF-protected, usable
+without JavaScript) posted to an action route; the action goes through ``server.admin.Admin``
+(audited, the actor's own admin access kept) and answers post/redirect/get: a 302 back to its
+page with a flash message saying what changed, or why nothing did (the Conflict or NotFound
+message, or the invalid fields). A refused change is rolled back before the redirect, because the
+302 is a success status and would otherwise commit whatever was written before the refusal.
+
+URLs (``{id}`` is the row's numeric id; every route but the three pages is POST only):
+
+    GET  /admin/menus                  the tree editor
+    POST /admin/menus/create           title, url, note, visible, parent_id ("" = top level);
+                                       the new menu goes last among its siblings
+    POST /admin/menus/{id}/update      title, url, note, visible (an unchecked box hides it)
+    POST /admin/menus/{id}/move        parent_id ("" = top level); it goes last there
+    POST /admin/menus/{id}/reorder     direction=up|down: trade places with that sibling
+    POST /admin/menus/{id}/delete      cascade=1 also deletes its subtree
+    GET  /admin/roles                  every role with its menu checklist
+    POST /admin/roles/create           name, description
+    POST /admin/roles/{id}/update      name, description
+    POST /admin/roles/{id}/menus       menu_id, repeated: the role's complete menu set
+    POST /admin/roles/{id}/delete
+    GET  /admin/users?q=&page=         a page of users, filtered by a name substring
+    POST /admin/users/{id}/status      is_active and/or is_superuser, each "true" or "false"
+    POST /admin/users/{id}/roles       role_id, repeated: the user's complete role set
+    POST /admin/users/{id}/revoke      end every session of the user
+
+The user actions carry a hidden ``back`` field (the listing with its search and page) to return to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ValidationError
+from tornado.routing import Rule
+from tornado.web import url
+
+from repositories.errors import DomainError
+from repositories.menus import MenuNode, MenuRepository
+from repositories.models import Menu
+from repositories.roles import RoleRepository
+from repositories.users import UserRepository
+from schemas.admin_user import UserRoles, UserStatusUpdate
+from schemas.menu import MenuCreate, MenuUpdate
+from schemas.role import RoleCreate, RoleMenus, RoleUpdate
+from server.admin import Admin
+from server.handlers.base import PageHandler, validation_items
+from server.principal import Principal
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+MENUS_URL = "/admin/menus"
+ROLES_URL = "/admin/roles"
+USERS_URL = "/admin/users"
+ID = r"(?P<item_id>[0-9]{1,10})"
+PAGE_SIZE = 20
+MAX_SEARCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class MenuOption:
+    """A menu as a choice in a flat list: a parent ``<select>`` or a role's checklist."""
+
+    id: int
+    title: str
+    depth: int
+    ancestors: frozenset[int] = frozenset()
+    """Ids of the menus above it: a menu cannot move under itself or its descendants."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRow:
+    """A role as the admin pages show it."""
+
+    id: int
+    name: str
+    description: str | None
+    menu_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user as the users page shows them."""
+
+    id: int
+    name: str
+    is_active: bool
+    is_superuser: bool
+    role_ids: frozenset[int] = frozenset()
+
+
+class FormError(Exception):
+    """Form input its schema refuses; the message names every offending field."""
+
+
+class Unchanged(Exception):
+    """The form asked for nothing new; the message says so."""
+
+
+def menu_options(tree: Sequence[MenuNode]) -> list[MenuOption]:
+    """The tree flattened in display order (depth first), each menu with its depth and ancestors.
+
+    Iterative, so an arbitrarily deep tree cannot exhaust the interpreter's recursion limit.
+    """
+    options: list[MenuOption] = []
+    stack: list[tuple[MenuNode, tuple[int, ...]]] = [(node, ()) for node in reversed(tree)]
+    while stack:
+        node, ancestors = stack.pop()
+        options.append(MenuOption(node.id, node.title, len(ancestors), frozenset(ancestors)))
+        below = (*ancestors, node.id)
+        stack.extend((child, below) for child in reversed(node.children))
+    return options
+
+
+def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """``data`` as ``schema``, or FormError listing each invalid field and why."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        reasons = "; ".join(
+            f"{item.field or 'form'}: {item.reason}" for item in validation_items(error)
+        )
+        raise FormError(f"输入无效 ({reasons})") from None
+
+
+def changed(current: object, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``wanted`` that differ from ``current``'s attributes."""
+    return {name: value for name, value in wanted.items() if getattr(current, name) != value}
+
+
+def quoted(text: str) -> str:
+    """``text`` in corner quotes, for messages."""
+    return f"「{text}」"
+
+
+class AdminPageHandler(PageHandler):
+    """Shared by the admin pages and their form actions: the actor and post/redirect/get."""
+
+    back_url: str = "/"
+    """Where an action returns to."""
+
+    @property
+    def actor(self) -> Principal:
+        """The logged-in user (``prepare`` has already refused anyone else)."""
+        if self.current_user is None:
+            self.login_required()
+        return self.current_user
+
+    def text(self, name: str) -> str:
+        """A form field, stripped ("" when absent)."""
+        return self.get_body_argument(name, "") or ""
+
+    def optional(self, name: str) -> str | None:
+        """A form field, None when empty."""
+        return self.text(name) or None
+
+    def checked(self, name: str) -> bool:
+        """True when the checkbox ``name`` was submitted."""
+        return bool(self.text(name))
+
+    async def apply(self, change: Callable[[Admin], Awaitable[str]]) -> NoReturn:
+        """Run ``change``, flash its message or the reason it was refused, and redirect back.
+
+        A refusal rolls back first: the redirect is a success status, so without the rollback
+        the transaction would commit whatever ``change`` wrote before it was refused.
+        """
+        admin = Admin(self.db, self.actor, client_ip=self.request.remote_ip)
+        try:
+            message = await change(admin)
+        except (DomainError, FormError) as error:
+            await self.db.rollback()
+            self.flash(str(error), level="error")
+        except Unchanged as unchanged:
+            await self.db.rollback()
+            self.flash(str(unchanged), level="info")
+        else:
+            self.publish_after_commit(*admin.events)
+            self.flash(message)
+        self.redirect_to(self.back_url)
+
+
+# -- menus -------------------------------------------------------------------------------------
+
+
+async def last_sort(menus: MenuRepository, parent_id: int | None, *, without: int = 0) -> int:
+    """A sort key that places a menu after every child of ``parent_id`` (except ``without``)."""
+    sorts = [
+        menu.sort
+        for menu in await menus.list()
+        if menu.parent_id == parent_id and menu.id != without
+    ]
+    return max(sorts) + 1 if sorts else 0
+
+
+class MenusPageHandler(AdminPageHandler):
+    """``GET /admin/menus``: the whole tree, every node with its edit, move, order and delete
+    forms, and a form to create a menu."""
+
+    menu_url = MENUS_URL
+
+    async def get(self) -> None:
+        """Render ``admin/menus.html``."""
+        tree = await MenuRepository(self.db).get_tree()
+        await self.render_page("admin/menus.html", tree=tree, options=menu_options(tree))
+
+
+FORM_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
+"""How a submitted flag reads; anything else stays text and fails validation."""
+
+
+class MenuCreateHandler(AdminPageHandler):
+    """``POST /admin/menus/create``: a new menu, last among its siblings."""
+
+    menu_url = MENUS_URL
+    back_url = MENUS_URL
+
+    async def post(self) -> None:
+        """Create the menu and return to the editor."""
+        await self.apply(self.create)
+
+    async def create(self, admin: Admin) -> str:
+        """Validate the form and create the menu."""
+        form = validate_form(
+            MenuCreate,
+            {
+                "title": self.text("title"),
+                "url": self.optional("url"),
+                "note": self.optional("note"),
+                "parent_id": self.optional("parent_id"),
+                "visible": self.checked("visible"),
+            },
+        )
+        fields = form.model_dump()
+        fields["sort"] = await last_sort(admin.menus, form.parent_id)
+        menu = await admin.create_menu(fields)
+        return f"已创建菜单{quoted(menu.title)}"
+
+
+class MenuActionHandler(AdminPageHandler):
+    """``POST /admin/menus/{id}/(update|move|reorder|delete)``: change one menu."""
+
+    menu_url = MENUS_URL
+    back_url = MENUS_URL
+
+    async def post(self, item_id: str, action: str) -> None:
+        """Apply ``action`` to the menu and return to the editor."""
+        menu_id = int(item_id)
+        actions = {
+            "update": self.update,
+            "move": self.move,
+            "reorder": self.reorder,
+            "delete": self.delete_menu,
+        }
+        perform = actions[action]
+        await self.apply(lambda admin: perform(admin, menu_id))
+
+    async def update(self, admin: Admin, menu_id: int) -> str:
+        """Rename, re-link, annotate, show or hide the menu."""
+        form = validate_form(
+            MenuUpdate,
+            {
+                "title": self.text("title"),
+                "url": self.optional("url"),
+                "note": self.optional("note"),
+                "visible": self.checked("visible"),
+            },
+        )
+        menu = await admin.menus.get(menu_id)
+        changes = changed(menu, form.model_dump(exclude_unset=True))
+        if not changes:
+            raise Unchanged(f"菜单{quoted(menu.title)}没有改动")
+        menu = await admin.update_menu(menu_id, changes)
+        return f"已保存菜单{quoted(menu.title)}"
+
+    async def move(self, admin: Admin, menu_id: int) -> str:
+        """Move the menu under another parent (or to the top level), last among its siblings."""
+        form = validate_form(MenuUpdate, {"parent_id": self.optional("parent_id")})
+        menu = await admin.menus.get(menu_id)
+        if form.parent_id == menu.parent_id:
+            raise Unchanged(f"菜单{quoted(menu.title)}已在该位置")
+        sort = await last_sort(admin.menus, form.parent_id, without=menu_id)
+        menu = await admin.update_menu(menu_id, {"parent_id": form.parent_id, "sort": sort})
+        if form.parent_id is None:
+            return f"已将菜单{quoted(menu.title)}移到顶级"
+        parent = await admin.menus.get(form.parent_id)
+        return f"已将菜单{quoted(menu.title)}移到{quoted(parent.title)}下"
+
+    async def reorder(self, admin: Admin, menu_id: int) -> str:
+        """Trade places with the previous (``up``) or next (``down``) sibling."""
+        direction = self.text("direction")
+        if direction not in ("up", "down"):
+            raise FormError("输入无效 (direction: must be up or down)")
+        menu = await admin.menus.get(menu_id)
+        siblings = [item for item in await admin.menus.list() if item.parent_id == menu.parent_id]
+        index = next(position for position, item in enumerate(siblings) if item.id == menu_id)
+        other = index - 1 if direction == "up" else index + 1
+        if not 0 <= other < len(siblings):
+            edge = "最前" if direction == "up" else "最后"
+            raise Unchanged(f"菜单{quoted(menu.title)}已在{edge}")
+        await swap_places(admin, siblings, index, other)
+        return f"已{'上' if direction == 'up' else '下'}移菜单{quoted(menu.title)}"
+
+    async def delete_menu(self, admin: Admin, menu_id: int) -> str:
+        """Delete the menu; with ``cascade`` its subtree too (otherwise a parent is refused)."""
+        menu = await admin.menus.get(menu_id)
+        title = menu.title
+        deleted = await admin.delete_menu(menu_id, cascade=self.checked("cascade"))
+        below = len(deleted) - 1
+        return f"已删除菜单{quoted(title)}" + (f"及其 {below} 个子菜单" if below else "")
+
+
+async def swap_places(admin: Admin, siblings: Sequence[Menu], index: int, other: int) -> None:
+    """Exchange the positions of ``siblings[index]`` and ``siblings[other]``.
+
+    Distinct sort keys are swapped; equal ones (ties are broken by id) cannot express the new
+    order, so the whole sibling group is renumbered 0..n-1 in the wanted order instead.
+    """
+    first, second = siblings[index], siblings[other]
+    if first.sort != second.sort:
+        first_sort, second_sort = first.sort, second.sort
+        await admin.update_menu(first.id, {"sort": second_sort})
+        await admin.update_menu(second.id, {"sort": first_sort})
+        return
+    order = list(siblings)
+    order[index], order[other] = second, first
+    for position, item in enumerate(order):
+        if item.sort != position:
+            await admin.update_menu(item.id, {"sort": position})
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+class RolesPageHandler(AdminPageHandler):
+    """``GET /admin/roles``: every role with its edit and delete forms and its menu checklist
+    (every menu, indented by depth), and a form to create a role."""
+
+    menu_url = ROLES_URL
+
+    async def get(self) -> None:
+        """Render ``admin/roles.html``."""
+        roles = RoleRepository(self.db)
+        listed = await roles.list()
+        grants = await roles.menu_ids_by_role(role.id for role in listed)
+        rows = [
+            RoleRow(role.id, role.name, role.description, frozenset(grants.get(role.id, ())))
+            for role in listed
+        ]
+        tree = await MenuRepository(self.db).get_tree()
+        await self.render_page("admin/roles.html", roles=rows, options=menu_options(tree))
+
+
+class RoleCreateHandler(AdminPageHandler):
+    """``POST /admin/roles/create``: a new role that grants nothing yet."""
+
+    menu_url = ROLES_URL
+    back_url = ROLES_URL
+
+    async def post(self) -> None:
+        """Create the role and return to the roles page."""
+        await self.apply(self.create)
+
+    async def create(self, admin: Admin) -> str:
+        """Validate the form and create the role."""
+        form = validate_form(
+            RoleCreate, {"name": self.text("name"), "description": self.optional("description")}
+        )
+        role = await admin.create_role(form.name, form.description)
+        return f"已创建角色{quoted(role.name)}"
+
+
+class RoleActionHandler(AdminPageHandler):
+    """``POST /admin/roles/{id}/(update|menus|delete)``: change one role."""
+
+    menu_url = ROLES_URL
+    back_url = ROLES_URL
+
+    async def post(self, item_id: str, action: str) -> None:
+        """Apply ``action`` to the role and return to the roles page."""
+        role_id = int(item_id)
+        actions = {"update": self.update, "menus": self.set_menus, "delete": self.delete_role}
+        perform = actions[action]
+        await self.apply(lambda admin: perform(admin, role_id))
+
+    async def update(self, admin: Admin, role_id: int) -> str:
+        """Rename or describe the role."""
+        form = validate_form(
+            RoleUpdate, {"name": self.text("name"), "description": self.optional("description")}
+        )
+        role = await admin.roles.get(role_id)
+        changes = changed(role, form.model_dump(exclude_unset=True))
+        if not changes:
+            raise Unchanged(f"角色{quoted(role.name)}没有改动")
+        role = await admin.update_role(role_id, changes)
+        return f"已保存角色{quoted(role.name)}"
+
+    async def set_menus(self, admin: Admin, role_id: int) -> str:
+        """Replace the role's menus with the checked ones."""
+        form = validate_form(RoleMenus, {"menu_ids": self.get_body_arguments("menu_id")})
+        role = await admin.roles.get(role_id)
+        granted = await admin.set_role_menus(role_id, form.menu_ids)
+        return f"角色{quoted(role.name)}现在授予 {len(granted)} 个菜单"
+
+    async def delete_role(self, admin: Admin, role_id: int) -> str:
+        """Delete the role; its holders lose its grants."""
+        role = await admin.roles.get(role_id)
+        name = role.name
+        await admin.delete_role(role_id)
+        return f"已删除角色{quoted(name)}"
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+def users_page_url(q: str, page: int) -> str:
+    """The users listing for search ``q`` at ``page``."""
+    query = {key: value for key, value in (("q", q), ("page", str(page))) if value and value != "1"}
+    return f"{USERS_URL}?{urlencode(query)}" if query else USERS_URL
+
+
+class UsersPageHandler(AdminPageHandler):
+    """``GET /admin/users?q=&page=``: a page of users with their status and role forms."""
+
+    menu_url = USERS_URL
+
+    async def get(self) -> None:
+        """Render ``admin/users.html``."""
+        q = self.get_query_argument("q", "").strip()[:MAX_SEARCH]
+        raw_page = self.get_query_argument("page", "1")
+        requested = int(raw_page) if raw_page.isdigit() and len(raw_page) <= 6 else 1
+        users = UserRepository(self.db)
+        count = await users.count(name_contains=q or None)
+        pages = max(1, math.ceil(count / PAGE_SIZE))
+        page = min(max(requested, 1), pages)
+        listed = await users.list(
+            offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, name_contains=q or None
+        )
+        held = await users.role_ids_by_user(user.id for user in listed)
+        rows = [
+            UserRow(
+                user.id,
+                user.name,
+                user.is_active,
+                user.is_superuser,
+                frozenset(held.get(user.id, ())),
+            )
+            for user in listed
+        ]
+        roles = [
+            RoleRow(role.id, role.name, role.description)
+            for role in await RoleRepository(self.db).list()
+        ]
+        await self.render_page(
+            "admin/users.html",
+            users=rows,
+            roles=roles,
+            q=q,
+            count=count,
+            page=page,
+            pages=pages,
+            back=users_page_url(q, page),
+            prev_url=users_page_url(q, page - 1) if page > 1 else None,
+            next_url=users_page_url(q, page + 1) if page < pages else None,
+        )
+
+
+class UserActionHandler(AdminPageHandler):
+    """``POST /admin/users/{id}/(status|roles|revoke)``: change one user."""
+
+    menu_url = USERS_URL
+
+    async def post(self, item_id: str, action: str) -> None:
+        """Apply ``action`` to the user and return to the listing the form came from."""
+        back = self.text("back")
+        if back == USERS_URL or back.startswith(USERS_URL + "?"):
+            self.back_url = back
+        else:
+            self.back_url = USERS_URL
+        user_id = int(item_id)
+        actions = {"status": self.set_status_flags, "roles": self.set_roles, "revoke": self.revoke}
+        perform = actions[action]
+        await self.apply(lambda admin: perform(admin, user_id))
+
+    async def set_status_flags(self, admin: Admin, user_id: int) -> str:
+        """Activate or deactivate (which ends their sessions), promote or demote."""
+        submitted = {
+            name: FORM_BOOLEANS.get(self.text(name).lower(), self.text(name))
+            for name in ("is_active", "is_superuser")
+            if self.get_body_argument(name, None) is not None
+        }
+        form = validate_form(UserStatusUpdate, submitted)
+        user = await admin.users.get(user_id)
+        changes = changed(user, form.model_dump(exclude_unset=True))
+        if not changes:
+            raise Unchanged(f"用户{quoted(user.name)}没有改动")
+        user = await admin.update_user(user_id, changes)
+        done = []
+        if "is_active" in changes:
+            done.append("已启用" if user.is_active else "已停用")
+        if "is_superuser" in changes:
+            done.append("已设为超级用户" if user.is_superuser else "已取消超级用户")
+        return f"用户{quoted(user.name)}: {', '.join(done)}"
+
+    async def set_roles(self, admin: Admin, user_id: int) -> str:
+        """Replace the user's roles with the checked ones."""
+        form = validate_form(UserRoles, {"role_ids": self.get_body_arguments("role_id")})
+        user = await admin.users.get(user_id)
+        held = await admin.set_user_roles(user_id, form.role_ids)
+        return f"用户{quoted(user.name)}现在有 {len(held)} 个角色"
+
+    async def revoke(self, admin: Admin, user_id: int) -> str:
+        """End every session of the user."""
+        user = await admin.users.get(user_id)
+        revoked = await admin.revoke_user_sessions(user_id)
+        return f"已结束用户{quoted(user.name)}的 {revoked} 个会话"
+
+
+def admin_page_routes(deps: dict[str, Any]) -> list[Rule]:
+    """The routes of this module (the URL design is in the module docstring)."""
+    return [
+        url(MENUS_URL, MenusPageHandler, deps, name="admin-menus"),
+        url(rf"{MENUS_URL}/create", MenuCreateHandler, deps, name="admin-menu-create"),
+        url(
+            rf"{MENUS_URL}/{ID}/(?P<action>update|move|reorder|delete)",
+            MenuActionHandler,
+            deps,
+            name="admin-menu-action",
+        ),
+        url(ROLES_URL, RolesPageHandler, deps, name="admin-roles"),
+        url(rf"{ROLES_URL}/create", RoleCreateHandler, deps, name="admin-role-create"),
+        url(
+            rf"{ROLES_URL}/{ID}/(?P<action>update|menus|delete)",
+            RoleActionHandler,
+            deps,
+            name="admin-role-action",
+        ),
+        url(USERS_URL, UsersPageHandler, deps, name="admin-users"),
+        url(
+            rf"{USERS_URL}/{ID}/(?P<action>status|roles|revoke)",
+            UserActionHandler,
+            deps,
+            name="admin-user-action",
+        ),
+    ]

@@ -1,0 +1,457 @@
+"""BaseHandler and its two flavours: ``ApiHandler`` (JSON) and ``PageHandler`` (HTML).
+
+Every request gets:
+- an ``X-Request-Id`` (the client's, when it is a sane token, or a fresh one);
+- one database session and transaction, committed before a successful response is sent and
+  rolled back on any error, so a client is never told "success" for a change that was lost;
+- its principal resolved asynchronously in ``prepare``;
+- one error shape: the JSON envelope ``{"msg", "code", "errors"}`` or the HTML error page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from tornado.web import Finish, RequestHandler
+
+from repositories.menus import MenuNode
+from schemas.common import ErrorEnvelope, ErrorItem
+from server.errors import ApiError, classify
+from server.invalidation import Event
+from server.logins import Login, TokenExpired
+from server.principal import Principal
+from server.security.tokens import bearer_token
+from server.services import Services
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+log = logging.getLogger("mservices.request")
+
+MAX_JSON_BODY = 64 * 1024
+SESSION_COOKIE = "mservices_session"
+FLASH_COOKIE = "mservices_flash"
+CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-Requested-With"
+CORS_MAX_AGE = 600
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class BaseHandler(RequestHandler):
+    """Shared request plumbing: request id, session and transaction, principal, errors."""
+
+    api: bool = True
+    """True: errors are JSON envelopes. PageHandler sets False for HTML error pages."""
+
+    menu_url: str | None = None
+    """The menu whose url is the permission for this handler; None: open to everyone.
+    A caller without that menu gets 403 (deny by default); an anonymous one, a login prompt."""
+
+    services: Services
+    current_user: Principal | None
+    login: Login | None = None
+    request_id: str
+    _session: AsyncSession | None = None
+    _finishing: asyncio.Future[None] | None = None
+    _after_commit: list[Callable[[], Awaitable[None]]]
+
+    def initialize(self, services: Services) -> None:
+        """Receive the process's services (route kwargs)."""
+        self.services = services
+        self._after_commit = []
+
+    def set_default_headers(self) -> None:
+        """Stamp every response, error pages included, with the request id."""
+        if not hasattr(self, "request_id"):
+            incoming = self.request.headers.get("X-Request-Id", "")
+            self.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        self.set_header("X-Request-Id", self.request_id)
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def prepare(self) -> None:
+        """Resolve the caller (``get_current_user`` cannot await), then check the handler's menu."""
+        self.current_user = await self.authenticate()
+        # A CORS preflight never carries credentials; it only asks what is allowed.
+        if self.menu_url is not None and self.request.method != "OPTIONS":
+            await self.authorize(self.menu_url)
+
+    async def authenticate(self) -> Principal | None:
+        """The principal of the browser session cookie, or None (an expired one is cleared)."""
+        token = self.session_token()
+        if token is None:
+            return None
+        try:
+            login = await self.services.logins.resolve(token)
+        except TokenExpired:
+            login = None
+        if login is None:
+            self.clear_cookie(SESSION_COOKIE, path="/")
+            return None
+        self.login = login
+        return login.principal
+
+    def session_token(self) -> str | None:
+        """The token inside the signed session cookie, or None."""
+        max_age = self.services.settings.token_absolute_days + 1
+        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=max_age)
+        if raw is None:
+            return None
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+
+    def start_session(self, token: str) -> None:
+        """Set the signed, HttpOnly, SameSite=Lax session cookie that refers to ``token``."""
+        self.set_signed_cookie(
+            SESSION_COOKIE,
+            token,
+            expires_days=self.services.settings.token_absolute_days,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=self.request.protocol == "https",
+        )
+
+    async def authorize(self, url: str) -> None:
+        """Let the request through only when the caller was granted the menu with ``url``."""
+        if self.current_user is None:
+            self.login_required()
+        if not await self.services.menus.allows(self.current_user, url):
+            raise ApiError(403, "forbidden", "your roles do not grant access to this page")
+
+    def login_required(self) -> NoReturn:
+        """Refuse an anonymous caller (401; pages redirect to the login form)."""
+        raise ApiError(
+            401,
+            "not_authenticated",
+            "log in first and send `Authorization: Bearer <token>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def require_login(self) -> Login:
+        """The current login, or the refusal of ``login_required``."""
+        if self.login is None:
+            self.login_required()
+        return self.login
+
+    @property
+    def db(self) -> AsyncSession:
+        """This request's session; it connects on first use and is settled in ``finish``."""
+        if self._session is None:
+            self._session = self.services.sessions()
+        return self._session
+
+    # -- request bodies and responses -------------------------------------------------------
+
+    def parse(self, schema: type[ModelT]) -> ModelT:
+        """Validate the JSON body against ``schema`` (415 wrong type, 413 too big, 400 malformed,
+        422 invalid)."""
+        return self.validate(schema, self.parse_json())
+
+    def parse_json(self) -> Any:
+        """The JSON body as plain data (415 wrong type, 413 too big, 400 malformed)."""
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+        body = self.request.body
+        if len(body) > MAX_JSON_BODY:
+            raise ApiError(413, "payload_too_large", f"the body exceeds {MAX_JSON_BODY} bytes")
+        try:
+            return json.loads(body or b"null")
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+
+    def validate(self, schema: type[ModelT], data: Any) -> ModelT:
+        """``data`` as ``schema``, or 422 with every offending field."""
+        try:
+            return schema.model_validate(data)
+        except ValidationError as error:
+            raise ApiError(
+                422, "validation_error", "the request is invalid", errors=validation_items(error)
+            ) from None
+
+    def respond_json(self, body: bytes, status: int = 200) -> Awaitable[None]:
+        """Send JSON already encoded (hot paths assemble it from cached fragments)."""
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        return self.finish(body)
+
+    def respond(self, model: BaseModel, status: int = 200) -> Awaitable[None]:
+        """Send ``model`` as JSON; the transaction commits before the response leaves."""
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        return self.finish(model.model_dump_json())
+
+    # -- transaction: commit before success leaves, roll back on error -----------------------
+
+    def after_commit(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` once this request's transaction has committed, before the response leaves
+        (cache invalidations that must not run for a change that is rolled back)."""
+        self._after_commit.append(work)
+
+    def publish_after_commit(self, *events: Event) -> None:
+        """Evict what these changes made stale, here at once and in every process, once the
+        transaction has committed (never for a change that is rolled back)."""
+
+        async def publish() -> None:
+            for event in events:
+                await self.services.invalidation.publish(event)
+
+        if events:
+            self.after_commit(publish)
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Settle the transaction, then finish the response (once, however often called)."""
+        if self._finishing is not None:
+            return self._finishing
+        if self._session is None and not self._after_commit:
+            return super().finish(chunk)
+        self._finishing = asyncio.ensure_future(self._settle_then_finish(chunk))
+        return self._finishing
+
+    async def _settle_then_finish(self, chunk: str | bytes | dict[str, Any] | None) -> None:
+        session, self._session = self._session, None
+        succeeded = self.get_status() < 400
+        hooks, self._after_commit = self._after_commit, []
+        try:
+            if session is not None:
+                await (session.commit() if succeeded else session.rollback())
+        except Exception:
+            exc_info = sys.exc_info()
+            self._finishing = None
+            self.log_exception(*exc_info)
+            if not self._headers_written:
+                self.send_error(500, exc_info=exc_info)
+            return
+        finally:
+            if session is not None:
+                await _close_quietly(session)
+        if succeeded:
+            for hook in hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("after-commit work failed")
+        self._finishing = None
+        await super().finish(chunk)
+
+    def on_finish(self) -> None:
+        """Close a session that was never settled (the client went away mid-request)."""
+        session, self._session = self._session, None
+        if session is not None:
+            self.services.spawn(_close_quietly(session))
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Log bugs with a traceback; expected failures (4xx, database outage) in one line."""
+        response = classify(value, 500)
+        if response.expected:
+            if response.status >= 500:
+                log.warning(
+                    "%s %s: %s (%s)", self.request.method, self.request.path, response.code, value
+                )
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Render the one error shape for this handler's flavour."""
+        exc_info: ExcInfo | None = kwargs.get("exc_info")
+        response = classify(exc_info[1] if exc_info else None, status_code)
+        self.set_status(response.status)
+        for name, value in response.headers.items():
+            self.set_header(name, value)
+        if self.api:
+            self.set_header("Content-Type", JSON_CONTENT_TYPE)
+            envelope = ErrorEnvelope(msg=response.msg, code=response.code, errors=response.errors)
+            self.finish(envelope.model_dump_json())
+            return
+        self.render_error_page(response.status, response.msg)
+
+    def render_error_page(self, status: int, message: str) -> None:
+        """The HTML error page; it needs no database, so it renders during an outage too."""
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        try:
+            html = self.render_string(
+                "errors/error.html",
+                status=status,
+                message=message,
+                menus=[],
+                principal=None,
+                flash=None,
+                request_id=self.request_id,
+            )
+        except Exception:
+            log.exception("the error page failed to render")
+            html = f"<h1>{status}</h1>".encode()
+        self.finish(html)
+
+
+class ApiHandler(BaseHandler):
+    """A JSON endpoint: bearer-token auth, CORS, bodies through ``parse``, answers through
+    ``respond``, errors as the envelope."""
+
+    api = True
+    login: Login | None = None
+    cors_allowed = False
+
+    def initialize(self, services: Services) -> None:
+        """Receive the services, then add the CORS headers (the first ``set_default_headers``
+        runs before ``initialize``)."""
+        super().initialize(services)
+        self.apply_cors()
+
+    def set_default_headers(self) -> None:
+        """Request id, and CORS headers on every answer including errors (seed §4.3)."""
+        super().set_default_headers()
+        if hasattr(self, "services"):
+            self.apply_cors()
+
+    def apply_cors(self) -> None:
+        """Allow the request's origin when configured; ``*`` never comes with credentials."""
+        self.cors_allowed = False
+        origin = self.request.headers.get("Origin")
+        allowed = self.services.settings.cors_origins
+        if "*" not in allowed:
+            self.set_header("Vary", "Origin")
+        if origin is None:
+            return
+        if "*" in allowed:
+            self.set_header("Access-Control-Allow-Origin", "*")
+        elif origin.rstrip("/") in allowed:
+            self.set_header("Access-Control-Allow-Origin", origin)
+        else:
+            return
+        self.cors_allowed = True
+        self.set_header("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A 405 names the methods this resource supports (RFC 9110 §15.5.6), then the envelope."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join([*self.allowed_methods(), "OPTIONS"]))
+        super().write_error(status_code, **kwargs)
+
+    async def options(self, *args: str, **kwargs: str) -> None:
+        """The CORS preflight: which methods and headers a cross-origin caller may use."""
+        if self.cors_allowed:
+            self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE))
+        self.set_status(204)
+        await self.finish()
+
+    def allowed_methods(self) -> list[str]:
+        """The HTTP methods this handler implements."""
+        return [
+            method
+            for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            if getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
+        ]
+
+    def check_xsrf_cookie(self) -> None:
+        """Bearer-token requests carry no ambient credential, so there is nothing to forge;
+        only a request that would be authenticated by the browser session cookie is checked."""
+        if self.request.headers.get("Authorization") or not self.get_cookie(SESSION_COOKIE):
+            return
+        super().check_xsrf_cookie()
+
+    async def authenticate(self) -> Principal | None:
+        """The principal of the bearer token (a bad or expired one is 401); without one, the
+        browser session cookie's (such requests pass the XSRF check)."""
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return await super().authenticate()
+        token = bearer_token(header)
+        if token is None:
+            raise ApiError(
+                401, "invalid_token", "send the token as `Authorization: Bearer <token>`"
+            )
+        try:
+            login = await self.services.logins.resolve(token)
+        except TokenExpired:
+            raise ApiError(
+                401, "token_expired", "the token has expired or was revoked; log in again"
+            ) from None
+        if login is None:
+            raise ApiError(401, "invalid_token", "the token is not valid; log in again")
+        self.login = login
+        return login.principal
+
+
+class PageHandler(BaseHandler):
+    """An HTML page: rendered with the caller's menus, errors as the HTML error page."""
+
+    api = False
+
+    def login_required(self) -> NoReturn:
+        """Send an anonymous visitor to the login form, coming back here afterwards."""
+        target = self.request.uri if self.request.method == "GET" else "/"
+        self.redirect_to(f"/login?{urlencode({'next': target})}")
+
+    def redirect_to(self, url: str) -> NoReturn:
+        """Answer 302 to ``url`` and stop handling this request (a success: changes are kept)."""
+        self.redirect(url)
+        raise Finish
+
+    def flash(self, message: str, *, level: str = "success") -> None:
+        """A message shown once, on the next page this browser renders."""
+        self.set_signed_cookie(
+            FLASH_COOKIE,
+            json.dumps({"level": level, "text": message}),
+            expires_days=None,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+        )
+
+    def take_flash(self) -> dict[str, str] | None:
+        """The pending flash message, cleared once read."""
+        raw = self.get_signed_cookie(FLASH_COOKIE, max_age_days=1)
+        if raw is None:
+            return None
+        self.clear_cookie(FLASH_COOKIE, path="/")
+        try:
+            data = json.loads(raw)
+            return {"level": str(data["level"]), "text": str(data["text"])}
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def render_page(self, template: str, **namespace: Any) -> None:
+        """Render ``template`` with the caller, their menus and any flash message."""
+        menus: list[MenuNode] = await self.services.menus.tree_for(self.current_user)
+        namespace.setdefault("flash", self.take_flash())
+        await self.render(template, menus=menus, principal=self.current_user, **namespace)
+
+
+def validation_items(error: ValidationError) -> list[ErrorItem]:
+    """The field-by-field reasons of a pydantic ValidationError."""
+    items = []
+    for detail in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in detail["loc"])
+        items.append(ErrorItem(field=field, reason=detail["msg"]))
+    return items
+
+
+async def _close_quietly(session: AsyncSession) -> None:
+    try:
+        await session.close()
+    except Exception:
+        log.debug("closing a session failed", exc_info=True)

@@ -1,0 +1,26 @@
+"""The fallback for unknown routes: 404 as JSON on API paths, as an HTML page elsewhere."""
+
+from __future__ import annotations
+
+from server.handlers.base import BaseHandler
+
+API_PREFIXES = ("/api/", "/user", "/openapi.json")
+
+
+class NotFoundHandler(BaseHandler):
+    """Every unknown route answers 404 in the shape its caller expects."""
+
+    async def prepare(self) -> None:
+        """Answer 404 before any verb method (every method is unknown here)."""
+        self.api = self.wants_json()
+        self.send_error(404)
+
+    def wants_json(self) -> bool:
+        """JSON for API paths and clients that accept JSON but not HTML."""
+        if self.request.path.startswith(API_PREFIXES):
+            return True
+        accept = self.request.headers.get("Accept", "")
+        return "application/json" in accept and "text/html" not in accept
+
+    def check_xsrf_cookie(self) -> None:
+        """Unknown routes change nothing, so a missing XSRF token is not what to report."""

@@ -1,0 +1,137 @@
+"""Who sees which menus: the per-role-set menu tree, cached and invalidated on every change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from repositories.menus import MenuNode, MenuRepository, link_tree
+from repositories.roles import RoleRepository
+from schemas.menu import MenuTreeNode
+from server.invalidation import Event
+from server.principal import Principal
+
+ANONYMOUS_ROLE = "anonymous"
+"""The menus granted to the role of this name are what visitors who are not logged in see."""
+
+
+def granted_tree(nodes: Sequence[MenuNode], granted_ids: Iterable[int] | None) -> list[MenuNode]:
+    """Link the visible part of ``nodes`` (fresh, unlinked) that ``granted_ids`` reach, in O(n);
+    all of them when ``granted_ids`` is None.
+
+    A shown granted menu makes its ancestors visible so the tree stays connected. A hidden menu
+    (``visible=False``) still grants access but is not shown, and neither is anything below it,
+    nor an ancestor that would only be shown because of it.
+    """
+    by_id = {node.id: node for node in nodes}
+    shown: set[int] = set()
+    hidden: set[int] = set()
+    for start in by_id if granted_ids is None else granted_ids:
+        chain: list[int] = []
+        current: int | None = start
+        while current is not None and current not in shown:
+            node = by_id.get(current)
+            if node is None or current in hidden or not node.visible or len(chain) > len(by_id):
+                hidden.update(chain)  # below a hidden (or missing, or cyclic) menu
+                break
+            chain.append(current)
+            current = node.parent_id
+        else:
+            shown.update(chain)
+    return link_tree(node for node in nodes if node.id in shown)
+
+
+TREE_JSON = TypeAdapter(list[MenuTreeNode])
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one role set may see and open: the visible tree (also as JSON, encoded once per
+    cache fill rather than on every request) and the granted menu urls."""
+
+    tree: list[MenuNode]
+    urls: frozenset[str] | None
+    """Urls of granted menus (hidden ones included); None means everything (a superuser)."""
+    tree_json: bytes = b"[]"
+
+    @classmethod
+    def of(cls, tree: list[MenuNode], urls: frozenset[str] | None) -> Access:
+        """An Access with its tree encoded as ``MenuTreeNode`` JSON."""
+        encoded = TREE_JSON.dump_json(TREE_JSON.validate_python(tree, from_attributes=True))
+        return cls(tree=tree, urls=urls, tree_json=encoded)
+
+    def allows(self, url: str) -> bool:
+        """True when the menu with ``url`` is granted (deny by default)."""
+        return self.urls is None or url in self.urls
+
+
+class MenuAccess:
+    """The menus each set of roles may see and open, cached per role set.
+
+    ``invalidate()`` drops every cached entry; it runs after any menu, role or grant change,
+    and (with Redis) when another process announces one.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._cache: dict[object, Access] = {}
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        """Forget every cached entry."""
+        self._generation += 1
+        self._cache.clear()
+
+    def on_event(self, event: Event) -> None:
+        """Apply an invalidation event: menu, role and grant changes drop every entry."""
+        if event.kind in ("menus", "roles", "all"):
+            self.invalidate()
+
+    async def tree_json_for(self, principal: Principal | None) -> bytes:
+        """The tree ``principal`` sees, as JSON (a list of ``MenuTreeNode``)."""
+        return (await self.access_for(principal)).tree_json
+
+    async def tree_for(self, principal: Principal | None) -> list[MenuNode]:
+        """The tree ``principal`` sees: all for a superuser, anonymous grants for None."""
+        return (await self.access_for(principal)).tree
+
+    async def allows(self, principal: Principal | None, url: str) -> bool:
+        """True when ``principal`` may open the pages of the menu with ``url``."""
+        return (await self.access_for(principal)).allows(url)
+
+    async def access_for(self, principal: Principal | None) -> Access:
+        """The cached Access of ``principal``'s role set, built on a miss."""
+        key: object
+        if principal is None:
+            key = ANONYMOUS_ROLE
+        elif principal.is_superuser:
+            key = "superuser"
+        else:
+            key = principal.role_ids
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        async with self._sessions() as session:
+            access = await build_access(session, principal)
+        if generation == self._generation:
+            self._cache[key] = access
+        return access
+
+
+async def build_access(session: AsyncSession, principal: Principal | None) -> Access:
+    """Read the menus and the principal's grants (two queries) and build its Access in O(n)."""
+    menus = await MenuRepository(session).list_nodes()
+    if principal is not None and principal.is_superuser:
+        return Access.of(granted_tree(menus, None), None)
+    if principal is None:
+        anonymous = await RoleRepository(session).get_by_name(ANONYMOUS_ROLE)
+        role_ids: Iterable[int] = () if anonymous is None else (anonymous.id,)
+    else:
+        role_ids = principal.role_ids
+    granted = await MenuRepository(session).ids_granted_to_roles(role_ids)
+    urls = frozenset(menu.url for menu in menus if menu.id in granted and menu.url)
+    return Access.of(granted_tree(menus, granted), urls)

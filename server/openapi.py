@@ -1,0 +1,141 @@
+"""OpenAPI 3.1, generated from the route table and the pydantic schemas, never written by hand.
+
+A JSON handler documents itself with an ``operations`` class attribute mapping each HTTP method
+to an ``Operation`` (summary, request model, response model, the error statuses it can answer).
+``build_openapi`` walks the application's routes, turns each path regex into a templated path
+and collects every model into ``components.schemas``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from tornado.routing import PathMatches, Rule
+
+from schemas.common import ErrorEnvelope
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+PATH_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<pattern>[^)]*)\)")
+BODY_ERRORS = (400, 413, 415, 422)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One documented method of a route."""
+
+    summary: str
+    response: type[BaseModel]
+    status: int = 200
+    request: type[BaseModel] | None = None
+    auth: Literal["none", "bearer", "optional"] = "none"
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
+    """A Tornado path regex as an OpenAPI path template, with its path parameters."""
+    parameters: list[dict[str, Any]] = []
+
+    def template(match: re.Match[str]) -> str:
+        numeric = re.fullmatch(r"\[0-9\](\{[0-9,]+\}|\+)?|\\d(\{[0-9,]+\}|\+)?", match["pattern"])
+        schema: dict[str, Any] = (
+            {"type": "integer", "minimum": 0} if numeric else {"type": "string"}
+        )
+        parameters.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
+        return "{" + match["name"] + "}"
+
+    path = PATH_GROUP.sub(template, pattern.rstrip("$"))
+    return path, parameters
+
+
+def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route whose handler declares ``operations``."""
+    documented: list[tuple[str, list[dict[str, Any]], str, Operation]] = []
+    models: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorEnvelope, "serialization")}
+    for rule in rules:
+        operations: dict[str, Operation] | None = getattr(rule.target, "operations", None)
+        if not operations or not isinstance(rule.matcher, PathMatches):
+            continue
+        path, parameters = openapi_path(rule.matcher.regex.pattern)
+        for method, operation in operations.items():
+            documented.append((path, parameters, method.lower(), operation))
+            models.add((operation.response, "serialization"))
+            if operation.request is not None:
+                models.add((operation.request, "validation"))
+    keyed, definitions = models_json_schema(
+        sorted(models, key=lambda item: (item[0].__name__, item[1])), ref_template=REF_TEMPLATE
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for path, parameters, method, operation in documented:
+        document = _operation(operation, parameters, keyed)
+        document["operationId"] = _operation_id(method, path)
+        paths.setdefault(path, {})[method] = document
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _operation(
+    operation: Operation,
+    parameters: list[dict[str, Any]],
+    keyed: Mapping[tuple[Any, JsonSchemaMode], Any],
+) -> dict[str, Any]:
+    error_ref = keyed[(ErrorEnvelope, "serialization")]
+    statuses = set(operation.errors)
+    if operation.request is not None:
+        statuses.update(BODY_ERRORS)
+    statuses.add(401)  # a bad or expired bearer token is refused on every operation
+    if parameters:
+        statuses.add(404)
+    statuses.add(503)
+    responses: dict[str, Any] = {
+        str(operation.status): {
+            "description": HTTPStatus(operation.status).phrase,
+            "content": {
+                "application/json": {"schema": keyed[(operation.response, "serialization")]}
+            },
+        }
+    }
+    for status in sorted(statuses):
+        responses[str(status)] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/json": {"schema": error_ref}},
+        }
+    document: dict[str, Any] = {
+        "summary": operation.summary,
+        "responses": responses,
+    }
+    if operation.description:
+        document["description"] = operation.description
+    if operation.tags:
+        document["tags"] = list(operation.tags)
+    if parameters:
+        document["parameters"] = parameters
+    if operation.request is not None:
+        document["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": keyed[(operation.request, "validation")]}},
+        }
+    if operation.auth == "bearer":
+        document["security"] = [{"bearer": []}]
+    elif operation.auth == "optional":
+        document["security"] = [{"bearer": []}, {}]
+    return document
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", path) or ["root"]
+    return "_".join([method, *words])

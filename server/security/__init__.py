@@ -1,0 +1,1 @@
+"""Security primitives: password hashing, tokens and throttling, as small pure pieces."""

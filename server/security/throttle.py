@@ -1,0 +1,188 @@
+"""Login throttling: failures counted per (name, client IP) and per IP, with exponential backoff.
+
+Counting per (name, IP) rather than per name means an attacker's failures never lock the real
+owner out from another address; the per-IP counter (with a higher allowance) stops one address
+from spraying many names. The counters live in memory (one process) or in Redis (shared by every
+process); both implement ``LoginThrottle``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    """How many failures are free, and how the lockout grows after them."""
+
+    free_failures: int = 5
+    ip_free_failures: int = 50
+    base_seconds: float = 1.0
+    max_seconds: float = 900.0
+    window_seconds: float = 3600.0
+
+    def lockout(self, failures: int, free: int) -> float:
+        """Seconds locked after ``failures`` (0 while within ``free``); doubles with each one."""
+        if failures <= free:
+            return 0.0
+        return float(min(self.base_seconds * 2 ** min(failures - free - 1, 40), self.max_seconds))
+
+
+class LoginThrottle(Protocol):
+    """Where failure counters live."""
+
+    async def retry_after(self, name: str, ip: str) -> float:
+        """Seconds until this (name, IP) may try again; 0 when it may now."""
+
+    async def record_failure(self, name: str, ip: str) -> float:
+        """Count a failure; returns the lockout it causes (0 when still free)."""
+
+    async def record_success(self, name: str, ip: str) -> None:
+        """Forget the (name, IP) failures (the per-IP count stays)."""
+
+
+def retry_after_header(seconds: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def _pair_key(name: str, ip: str) -> str:
+    return f"pair:{name.casefold()}\x00{ip}"
+
+
+def _ip_key(ip: str) -> str:
+    return f"ip:{ip}"
+
+
+@dataclass(slots=True)
+class _Counter:
+    failures: int
+    locked_until: float
+    forget_at: float
+
+
+class MemoryLoginThrottle:
+    """Counters in this process's memory (the single-process default), bounded in size."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, policy: ThrottlePolicy) -> None:
+        self.policy = policy
+        self._counters: dict[str, _Counter] = {}
+
+    async def retry_after(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        now = time.monotonic()
+        return max(self._remaining(_pair_key(name, ip), now), self._remaining(_ip_key(ip), now))
+
+    async def record_failure(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        now = time.monotonic()
+        pair = self._bump(_pair_key(name, ip), now, self.policy.free_failures)
+        per_ip = self._bump(_ip_key(ip), now, self.policy.ip_free_failures)
+        return max(pair, per_ip)
+
+    async def record_success(self, name: str, ip: str) -> None:
+        """See LoginThrottle."""
+        self._counters.pop(_pair_key(name, ip), None)
+
+    def _remaining(self, key: str, now: float) -> float:
+        counter = self._counters.get(key)
+        if counter is None or counter.forget_at <= now:
+            return 0.0
+        return max(0.0, counter.locked_until - now)
+
+    def _bump(self, key: str, now: float, free: int) -> float:
+        counter = self._counters.get(key)
+        if counter is None or counter.forget_at <= now:
+            if len(self._counters) >= self.MAX_KEYS:
+                self._forget_expired(now)
+            counter = self._counters[key] = _Counter(0, 0.0, 0.0)
+        counter.failures += 1
+        lockout = self.policy.lockout(counter.failures, free)
+        if lockout:
+            counter.locked_until = now + lockout
+        counter.forget_at = now + max(self.policy.window_seconds, lockout)
+        return lockout
+
+    def _forget_expired(self, now: float) -> None:
+        for key in [key for key, counter in self._counters.items() if counter.forget_at <= now]:
+            del self._counters[key]
+        if len(self._counters) < self.MAX_KEYS:
+            return
+        # Still full: forget the oldest counters that lock nothing, so a lockout is never lifted
+        # by unrelated traffic; only when every counter is locked does the oldest go.
+        unlocked = [key for key, counter in self._counters.items() if counter.locked_until <= now]
+        for key in unlocked[: len(self._counters) - self.MAX_KEYS + 1]:
+            del self._counters[key]
+        while len(self._counters) >= self.MAX_KEYS:
+            self._counters.pop(next(iter(self._counters)))
+
+
+# Atomic in Redis: count, lock when past the allowance, and keep the key for the window.
+_FAIL_SCRIPT = """
+local failures = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local free = tonumber(ARGV[2])
+local lockout = 0
+if failures > free then
+  lockout = math.min(tonumber(ARGV[3]) * 2 ^ math.min(failures - free - 1, 40), tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'until', tonumber(ARGV[1]) + lockout)
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(1000 * math.max(tonumber(ARGV[5]), lockout)))
+return tostring(lockout)
+"""
+
+
+class RedisLoginThrottle:
+    """Counters in Redis, shared by every process; times are Redis server time."""
+
+    def __init__(self, redis: Redis, policy: ThrottlePolicy, *, prefix: str = "mservices:login:"):
+        self.policy = policy
+        self._redis = redis
+        self._prefix = prefix
+        self._fail = redis.register_script(_FAIL_SCRIPT)
+
+    async def retry_after(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hget(self._prefix + _pair_key(name, ip), "until")
+            pipe.hget(self._prefix + _ip_key(ip), "until")
+            (seconds, microseconds), pair_until, ip_until = await pipe.execute()
+        now = float(seconds) + float(microseconds) / 1e6
+        until = max(float(pair_until or 0), float(ip_until or 0))
+        return max(0.0, until - now)
+
+    async def record_failure(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        now = await self._now()
+        lockouts = []
+        for key, free in (
+            (_pair_key(name, ip), self.policy.free_failures),
+            (_ip_key(ip), self.policy.ip_free_failures),
+        ):
+            result = await self._fail(
+                keys=[self._prefix + key],
+                args=[
+                    now,
+                    free,
+                    self.policy.base_seconds,
+                    self.policy.max_seconds,
+                    self.policy.window_seconds,
+                ],
+            )
+            lockouts.append(float(result))
+        return max(lockouts)
+
+    async def record_success(self, name: str, ip: str) -> None:
+        """See LoginThrottle."""
+        await self._redis.delete(self._prefix + _pair_key(name, ip))
+
+    async def _now(self) -> float:
+        seconds, microseconds = await self._redis.time()
+        return float(seconds) + float(microseconds) / 1e6

@@ -1,0 +1,145 @@
+"""Services: everything mservices opens at start-up and closes at shutdown, in one place.
+
+Handlers never open long-lived resources themselves; they receive this container through
+``make_app(settings, services)`` and ``initialize(services=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from repositories.db import create_engine, make_session_factory
+from server.background import Background
+from server.invalidation import Invalidation
+from server.logins import LoginCache, LoginResolver
+from server.menu_access import MenuAccess
+from server.realtime.bus import Bus, LocalBus
+from server.realtime.history import ChatHistory
+from server.realtime.hub import Hub
+from server.realtime.presence import LocalPresence, Presence
+from server.realtime.redis_bus import RedisBus, RedisPresence
+from server.security.passwords import PasswordHasher
+from server.security.throttle import (
+    LoginThrottle,
+    MemoryLoginThrottle,
+    RedisLoginThrottle,
+    ThrottlePolicy,
+)
+from server.settings import Settings, load_cookie_secret
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived resources shared by every request of one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: PasswordHasher
+    menus: MenuAccess
+    logins: LoginResolver
+    login_cache: LoginCache
+    throttle: LoginThrottle
+    invalidation: Invalidation
+    redis: Redis | None
+    cookie_secret: str
+    background: Background
+    hub: Hub
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``work`` in the background (tracked, failures logged)."""
+        return self.background.spawn(work)
+
+    async def close(self) -> None:
+        """Release everything this container opened."""
+        await self.background.drain(timeout=5)
+        await self.hub.bus.close()
+        await self.hub.history.close()
+        await self.invalidation.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        self.passwords.close()
+
+
+async def open_services(settings: Settings, *, engine: AsyncEngine | None = None) -> Services:
+    """Open the services for ``settings`` and start their background work."""
+    engine = engine or create_engine(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        connect_timeout=settings.db_connect_timeout,
+    )
+    sessions = make_session_factory(engine)
+    redis = (
+        Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=15)
+        if settings.redis_url
+        else None
+    )
+    policy = ThrottlePolicy(
+        free_failures=settings.login_free_failures,
+        ip_free_failures=settings.login_ip_free_failures,
+        base_seconds=settings.login_backoff_base_seconds,
+        max_seconds=settings.login_backoff_max_seconds,
+        window_seconds=settings.login_failure_window_seconds,
+    )
+    throttle: LoginThrottle = (
+        RedisLoginThrottle(redis, policy, prefix=f"{settings.redis_prefix}:login:")
+        if redis is not None
+        else MemoryLoginThrottle(policy)
+    )
+    invalidation = Invalidation(redis, channel=f"{settings.redis_prefix}:invalidate")
+    login_cache = LoginCache()
+    menus = MenuAccess(sessions)
+    invalidation.listen(login_cache.on_event)
+    invalidation.listen(menus.on_event)
+    invalidation.start()
+    background = Background()
+    history = ChatHistory(sessions)
+    history.start()
+    bus: Bus
+    presence: Presence
+    if redis is not None:
+        redis_bus = RedisBus(redis, channel=f"{settings.redis_prefix}:chat")
+        redis_presence = RedisPresence(
+            redis, prefix=settings.redis_prefix, process_id=redis_bus.origin
+        )
+        redis_bus.on_resync(redis_presence.resync)
+        redis_bus.on_close(redis_presence.close)  # Services.close closes hub.bus
+        await redis_presence.start()
+        bus, presence = redis_bus, redis_presence
+    else:
+        bus, presence = LocalBus(), LocalPresence()
+    await bus.start()
+    hub = Hub(bus, presence, history)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        passwords=PasswordHasher(
+            max_workers=settings.password_workers,
+            time_cost=settings.password_time_cost,
+            memory_kib=settings.password_memory_kib,
+            parallelism=settings.password_parallelism,
+        ),
+        menus=menus,
+        logins=LoginResolver(
+            sessions,
+            login_cache,
+            idle=dt.timedelta(days=settings.token_idle_days),
+            spawn=background.spawn,
+        ),
+        login_cache=login_cache,
+        throttle=throttle,
+        invalidation=invalidation,
+        redis=redis,
+        cookie_secret=load_cookie_secret(settings),
+        background=background,
+        hub=hub,
+    )

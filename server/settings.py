@@ -1,0 +1,186 @@
+"""Settings: every knob of mservices, read from ``MSERVICES_*`` environment variables or ``.env``.
+
+Settings fail fast: an invalid value stops start-up with one line naming the variable
+(see :func:`describe_settings_error`). Secrets are ``SecretStr`` and never have a literal default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MSERVICES_"
+COOKIE_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name, not a secret
+MIN_SECRET_LENGTH = 32
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me"})
+
+
+class Settings(BaseSettings):
+    """The service configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="Where embedded data lives.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL; empty means the embedded SQLite file in DATA_DIR.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for multi-process state; unset means in-memory."
+    )
+    redis_prefix: str = Field(
+        default="mservices",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Namespace of every Redis key and channel (several deployments, one Redis).",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    tcp_port: int = Field(default=8011, ge=0, le=65535, description="TCP chat port; 0 disables.")
+    debug: bool = False
+    cookie_secret: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    ws_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins besides the site's own allowed to open the chat WebSocket.",
+    )
+    tcp_idle_seconds: float = Field(default=600.0, gt=0, description="TCP chat idle timeout.")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_connect_timeout: float = Field(default=5.0, gt=0, le=120)
+
+    token_idle_days: float = Field(default=7, gt=0, description="A token unused this long expires.")
+    token_absolute_days: float = Field(default=30, gt=0, description="A token's hard lifetime.")
+
+    login_free_failures: int = Field(
+        default=5, ge=1, description="Per name and IP, before backoff."
+    )
+    login_ip_free_failures: int = Field(default=50, ge=1, description="Per IP, before backoff.")
+    login_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    login_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    login_failure_window_seconds: float = Field(
+        default=3600.0, gt=0, description="Failures are forgotten after this long without one."
+    )
+
+    password_time_cost: int = Field(default=2, ge=1, le=20)
+    password_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024, le=1024 * 1024)
+    password_parallelism: int = Field(default=1, ge=1, le=16)
+    password_workers: int = Field(
+        default=2, ge=1, le=64, description="Threads that hash passwords (the bounded pool)."
+    )
+
+    @field_validator("cors_origins", "ws_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """Accept a comma-separated string as well as a list."""
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins", "ws_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"origin {origin!r} must be '*' or start with http:// or https://")
+        return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str) -> str:
+        if url and not url.startswith(
+            ("sqlite+aiosqlite://", "mysql+asyncmy://", "mariadb+asyncmy://")
+        ):
+            raise ValueError(
+                "must be a sqlite+aiosqlite:// or mysql+asyncmy:// URL (async drivers only)"
+            )
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
+    @field_validator("cookie_secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        value = secret.get_secret_value()
+        if value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} random characters")
+        return secret
+
+    @model_validator(mode="after")
+    def _require_secret_off_the_embedded_database(self) -> Settings:
+        if self.cookie_secret is None and not self.uses_embedded_database:
+            raise ValueError(
+                "MSERVICES_COOKIE_SECRET is required when MSERVICES_DATABASE_URL is set "
+                "(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when the database is the default SQLite file inside DATA_DIR."""
+        return self.database_url == ""
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL actually used: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'mservices.db').resolve()}"
+
+
+def load_cookie_secret(settings: Settings) -> str:
+    """Return the cookie secret: the configured one, or the one generated once in DATA_DIR.
+
+    The generated secret is written with 0600 permissions, so it survives restarts without
+    ever appearing in source or in the environment.
+    """
+    if settings.cookie_secret is not None:
+        return settings.cookie_secret.get_secret_value()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / COOKIE_SECRET_FILE
+    try:
+        stored = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        stored = ""
+    if len(stored) >= MIN_SECRET_LENGTH:
+        return stored
+    generated = secrets.token_hex(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(generated + "\n")
+    os.chmod(path, 0o600)
+    return generated
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """Turn a settings ValidationError into one line that names the offending variable."""
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "__root__"]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if location:
+        return f"invalid setting {ENV_PREFIX}{location[0].upper()}: {message}"
+    return f"invalid settings: {message}"

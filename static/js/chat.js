@@ -1,0 +1,279 @@
+// The chat room: one WebSocket to /message, resumed after every disconnect.
+// Text reaches the page only through textContent, never innerHTML: a message is data, not markup.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("chat");
+  if (!root) {
+    return;
+  }
+  var room = root.dataset.room || "lobby";
+  var me = root.dataset.me || "";
+  var maxChars = parseInt(root.dataset.maxChars || "2000", 10);
+  var list = document.getElementById("chat-messages");
+  var online = document.getElementById("chat-online");
+  var onlineCount = document.getElementById("chat-online-count");
+  var status = document.getElementById("chat-status");
+  var form = document.getElementById("chat-form");
+  var input = document.getElementById("chat-input");
+
+  var MAX_LINES = 500;
+  var BACKOFF_MIN_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+
+  var socket = null;
+  var attempt = 0;
+  var timer = null;
+  var lastId = null; // the greatest message id seen, as exact decimal text
+  var seen = new Set(); // ids of the messages on the page
+  var users = [];
+
+  // Message ids are 63-bit integers, past the 53 bits a JavaScript number holds exactly, so they
+  // are kept as their decimal text: JSON.parse's source text where the browser offers it, else
+  // the digits read from the frame itself (a key `"id"` can only follow `{` or `,` outside a
+  // string: inside one, a quote is always escaped).
+  function parseFrame(text) {
+    var digits = null;
+    var next = 0;
+    return JSON.parse(text, function (key, value, context) {
+      if (key !== "id" || typeof value !== "number") {
+        return value;
+      }
+      if (context && typeof context.source === "string") {
+        return context.source;
+      }
+      if (digits === null) {
+        digits = [];
+        var pattern = /[{,]\s*"id"\s*:\s*(\d+)/g;
+        var match;
+        while ((match = pattern.exec(text)) !== null) {
+          digits.push(match[1]);
+        }
+      }
+      var exact = digits[next];
+      next += 1;
+      return exact !== undefined ? exact : String(value);
+    });
+  }
+
+  // Compare two ids given as decimal text without leading zeros.
+  function newer(a, b) {
+    return a.length !== b.length ? a.length > b.length : a > b;
+  }
+
+  function setStatus(state, text) {
+    status.dataset.state = state;
+    status.textContent = text;
+  }
+
+  function clock(ts) {
+    var when = new Date(ts * 1000);
+    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function nearBottom() {
+    return list.scrollTop + list.clientHeight >= list.scrollHeight - 40;
+  }
+
+  function trim() {
+    while (list.children.length > MAX_LINES) {
+      var first = list.firstElementChild;
+      if (first.dataset.id) {
+        seen.delete(first.dataset.id);
+      }
+      list.removeChild(first);
+    }
+  }
+
+  function place(item, id) {
+    var stick = nearBottom();
+    // Keep messages in id order: a live message can arrive before the history holding older ones.
+    var after = list.lastElementChild;
+    if (id !== null) {
+      while (after && after.dataset.id && newer(after.dataset.id, id)) {
+        after = after.previousElementSibling;
+      }
+    }
+    list.insertBefore(item, after ? after.nextSibling : list.firstChild);
+    trim();
+    if (stick) {
+      list.scrollTop = list.scrollHeight;
+    }
+  }
+
+  function notice(text, level) {
+    var item = document.createElement("li");
+    item.className = "chat-notice" + (level ? " chat-notice-" + level : "");
+    item.textContent = text;
+    place(item, null);
+  }
+
+  function addMessage(message) {
+    var id = String(message.id);
+    if (seen.has(id)) {
+      return;
+    }
+    seen.add(id);
+    if (lastId === null || newer(id, lastId)) {
+      lastId = id;
+    }
+    var item = document.createElement("li");
+    item.className = "chat-message" + (message.user === me ? " mine" : "");
+    item.dataset.id = id;
+    var time = document.createElement("time");
+    time.dateTime = new Date(message.ts * 1000).toISOString();
+    time.textContent = clock(message.ts);
+    var who = document.createElement("span");
+    who.className = "chat-user";
+    who.textContent = message.user;
+    var text = document.createElement("span");
+    text.className = "chat-text";
+    text.textContent = message.text;
+    item.appendChild(time);
+    item.appendChild(who);
+    item.appendChild(text);
+    place(item, id);
+  }
+
+  function showOnline() {
+    online.replaceChildren();
+    users.forEach(function (user) {
+      var item = document.createElement("li");
+      item.textContent = user;
+      if (user === me) {
+        item.className = "me";
+      }
+      online.appendChild(item);
+    });
+    onlineCount.textContent = String(users.length);
+  }
+
+  function setUsers(names) {
+    users = names.slice().sort();
+    showOnline();
+  }
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "history":
+        frame.messages.forEach(addMessage);
+        if (!frame.recovered) {
+          notice("断线太久，部分消息未能恢复", "warn");
+        } else if (attempt > 0) {
+          notice("已重新连接", null);
+        }
+        attempt = 0;
+        break;
+      case "presence":
+        setUsers(frame.users);
+        break;
+      case "join":
+        if (users.indexOf(frame.user) < 0) {
+          setUsers(users.concat([frame.user]));
+        }
+        if (frame.user !== me) {
+          notice(frame.user + " 进入聊天室", null);
+        }
+        break;
+      case "leave":
+        setUsers(users.filter(function (user) { return user !== frame.user; }));
+        notice(frame.user + " 离开聊天室", null);
+        break;
+      case "message":
+        addMessage(frame);
+        break;
+      case "error":
+        notice(frame.text || "出错了", "error");
+        break;
+      default:
+        break;
+    }
+  }
+
+  function socketUrl() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var url = scheme + location.host + "/message?room=" + encodeURIComponent(room);
+    if (lastId !== null) {
+      url += "&last_id=" + lastId;
+    }
+    return url;
+  }
+
+  function connect() {
+    timer = null;
+    setStatus("connecting", attempt > 0 ? "重新连接中…" : "连接中…");
+    var ws = new WebSocket(socketUrl());
+    socket = ws;
+    ws.onopen = function () {
+      setStatus("open", "已连接");
+    };
+    ws.onmessage = function (event) {
+      if (ws !== socket || typeof event.data !== "string") {
+        return;
+      }
+      try {
+        handle(parseFrame(event.data));
+      } catch (error) {
+        notice("收到无法识别的消息", "error");
+      }
+    };
+    ws.onclose = function (event) {
+      if (ws !== socket) {
+        return;
+      }
+      socket = null;
+      reconnectLater(event.code);
+    };
+  }
+
+  // Exponential backoff with jitter, so a restarted server is not hit by every tab at once.
+  function reconnectLater(code) {
+    if (code === 1008) {
+      notice("发送太快，连接已被关闭", "error");
+    }
+    attempt += 1;
+    var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempt - 1));
+    var delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    setStatus("closed", "连接已断开，" + Math.ceil(delay / 1000) + " 秒后重连");
+    timer = window.setTimeout(connect, delay);
+  }
+
+  function reconnectNow() {
+    if (timer !== null) {
+      window.clearTimeout(timer);
+      connect();
+    }
+  }
+
+  function sendInput() {
+    var text = input.value;
+    if (!text.trim()) {
+      return;
+    }
+    if (text.length > maxChars) {
+      notice("消息太长（最多 " + maxChars + " 字）", "error");
+      return;
+    }
+    if (socket === null || socket.readyState !== WebSocket.OPEN) {
+      notice("尚未连接，消息没有发出", "error");
+      return;
+    }
+    socket.send(JSON.stringify({ type: "message", text: text }));
+    input.value = "";
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    sendInput();
+  });
+  input.addEventListener("keydown", function (event) {
+    // Enter sends; not while an input method is composing (Enter then confirms the characters).
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+      event.preventDefault();
+      sendInput();
+    }
+  });
+  window.addEventListener("online", reconnectNow);
+
+  connect();
+})();

@@ -1,0 +1,191 @@
+"""Migrations: upgrade, downgrade and back on empty databases, and the models agree with them.
+
+Every test starts from a database with no tables (a new SQLite file, or a scratch MariaDB database
+beside the shared test database), never from the shared, already migrated one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from repositories import schema
+from repositories.db import create_engine
+from repositories.models import Base, UTCDateTime
+
+MODEL_TABLES = set(Base.metadata.tables)
+
+
+async def table_names(engine: AsyncEngine) -> set[str]:
+    """The tables that exist in the engine's database."""
+    async with engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+def differences(connection: Connection) -> list[Any]:
+    """What autogenerate would change to make the database match the models."""
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_a_fresh_database_has_no_revision(empty_engine: AsyncEngine) -> None:
+    state = await schema.schema_state(empty_engine)
+
+    assert state.current is None
+    assert state.head == schema.head_revision()
+    assert not state.is_current
+
+
+async def test_upgrade_creates_every_table_and_reaches_head(empty_engine: AsyncEngine) -> None:
+    await schema.upgrade(empty_engine)
+
+    state = await schema.schema_state(empty_engine)
+    assert state.is_current
+    assert state.current == schema.head_revision()
+    assert await table_names(empty_engine) == MODEL_TABLES | {"alembic_version"}
+
+
+async def test_downgrade_to_base_removes_every_table(empty_engine: AsyncEngine) -> None:
+    await schema.upgrade(empty_engine)
+
+    await schema.downgrade(empty_engine, "base")
+
+    assert await table_names(empty_engine) <= {"alembic_version"}
+    assert (await schema.schema_state(empty_engine)).current is None
+
+
+async def test_migrations_survive_a_round_trip(empty_engine: AsyncEngine) -> None:
+    await schema.upgrade(empty_engine)
+    await schema.downgrade(empty_engine, "base")
+
+    await schema.upgrade(empty_engine)
+
+    assert (await schema.schema_state(empty_engine)).is_current
+    assert await table_names(empty_engine) == MODEL_TABLES | {"alembic_version"}
+    async with empty_engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+async def test_upgrading_a_current_database_changes_nothing(empty_engine: AsyncEngine) -> None:
+    await schema.upgrade(empty_engine)
+
+    await schema.upgrade(empty_engine)
+
+    assert (await schema.schema_state(empty_engine)).is_current
+    assert await table_names(empty_engine) == MODEL_TABLES | {"alembic_version"}
+
+
+async def test_the_models_agree_with_the_migrations(empty_engine: AsyncEngine) -> None:
+    await schema.upgrade(empty_engine)
+
+    async with empty_engine.connect() as connection:
+        found = await connection.run_sync(differences)
+
+    assert found == []
+
+
+async def test_the_comparison_notices_a_schema_that_drifted(empty_engine: AsyncEngine) -> None:
+    """Guards the test above: an empty diff must mean agreement, not a blind comparison."""
+    await schema.upgrade(empty_engine)
+    drop_index = "DROP INDEX ix_menu_parent_id"
+    if empty_engine.dialect.name in ("mysql", "mariadb"):
+        drop_index += " ON menu"
+    async with empty_engine.begin() as connection:
+        await connection.execute(text(drop_index))
+        await connection.execute(text("ALTER TABLE goods ADD COLUMN stray INTEGER"))
+
+    async with empty_engine.connect() as connection:
+        found = await connection.run_sync(differences)
+
+    kinds = sorted(difference[0] for difference in found if isinstance(difference, tuple))
+    assert kinds == ["add_index", "remove_column"], found
+
+
+async def scalar_rows(url: str, sql: str) -> list[Any]:
+    """Rows of a query about the MariaDB database at ``url`` (its name is bound as ``:db``)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(text(sql), {"db": make_url(url).database})
+            return [tuple(row) for row in result]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.mariadb
+async def test_mariadb_tables_are_innodb_with_utf8mb4(empty_mariadb_url: str) -> None:
+    engine = create_engine(empty_mariadb_url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+    rows = await scalar_rows(
+        empty_mariadb_url,
+        "SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = :db",
+    )
+
+    tables = {name: (engine_name, collation) for name, engine_name, collation in rows}
+    assert set(tables) == MODEL_TABLES | {"alembic_version"}
+    for name in MODEL_TABLES:
+        engine_name, collation = tables[name]
+        assert engine_name == "InnoDB", name
+        assert collation.startswith("utf8mb4_"), (name, collation)
+
+
+@pytest.mark.mariadb
+async def test_mariadb_has_a_real_foreign_key_for_each_one_in_the_models(
+    empty_mariadb_url: str,
+) -> None:
+    engine = create_engine(empty_mariadb_url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+    rows = await scalar_rows(
+        empty_mariadb_url,
+        "SELECT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME, DELETE_RULE "
+        "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = :db",
+    )
+
+    expected = {
+        (table.name, key.name, key.referred_table.name, (key.ondelete or "RESTRICT").upper())
+        for table in Base.metadata.tables.values()
+        for key in table.foreign_key_constraints
+    }
+    assert expected
+    assert set(rows) == expected
+
+
+@pytest.mark.mariadb
+async def test_mariadb_keeps_microseconds_in_every_timestamp_column(
+    empty_mariadb_url: str,
+) -> None:
+    engine = create_engine(empty_mariadb_url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+    rows = await scalar_rows(
+        empty_mariadb_url,
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, DATETIME_PRECISION "
+        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db AND DATA_TYPE = 'datetime'",
+    )
+
+    expected = {
+        (table.name, column.name, "datetime", 6)
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, UTCDateTime)
+    }
+    assert expected
+    assert set(rows) == expected

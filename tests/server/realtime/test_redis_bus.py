@@ -1,0 +1,589 @@
+"""The Redis bus and presence: several "processes" (instances with clients of their own) sharing
+one Redis through a random channel and key prefix.
+
+Tests without a Redis server point a client at a closed port; the others need
+``MSERVICES_TEST_REDIS_URL`` and delete their keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tornado.testing import bind_unused_port
+
+from server.realtime.bus import LocalBus
+from server.realtime.history import ChatHistory
+from server.realtime.hub import Hub
+from server.realtime.presence import LocalPresence
+from server.realtime.redis_bus import RedisBus, RedisPresence
+from server.services import open_services
+from tests.conftest import make_settings
+from tests.server.security.conftest import ScratchRedis, scratch_redis
+
+ROOM = "lobby"
+
+
+@pytest.fixture
+async def redis_scratch() -> AsyncIterator[ScratchRedis]:
+    """A private namespace on the test Redis: channel and keys under its prefix."""
+    async with scratch_redis() as scratch:
+        yield scratch
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[AsyncExitStack]:
+    """Closes what a test started, even when one close fails."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def dead_redis() -> Redis:
+    """A client of a port nobody listens on (closed by ``closed_port_client``)."""
+    sock, port = bind_unused_port()
+    sock.close()
+    return Redis.from_url(f"redis://127.0.0.1:{port}", socket_connect_timeout=1)
+
+
+@pytest.fixture
+async def closed_port_client(dead_redis: Redis) -> AsyncIterator[Redis]:
+    """``dead_redis``, closed after the test."""
+    try:
+        yield dead_redis
+    finally:
+        await dead_redis.aclose()
+
+
+@dataclass(eq=False)
+class Process:
+    """One process's bus and what its hub would have received."""
+
+    bus: RedisBus
+    frames: list[tuple[str, str]] = field(default_factory=list)
+    resyncs: int = 0
+
+    def __post_init__(self) -> None:
+        self.bus.subscribe(lambda room, payload: self.frames.append((room, payload)))
+        self.bus.on_resync(self._resynced)
+
+    async def _resynced(self) -> None:
+        self.resyncs += 1
+
+
+@pytest.fixture
+def channel(redis_scratch: ScratchRedis) -> str:
+    """The chat channel of this test."""
+    return redis_scratch.prefix + "chat"
+
+
+@pytest.fixture
+def processes(
+    redis_scratch: ScratchRedis, channel: str, closing: AsyncExitStack
+) -> Callable[..., Process]:
+    """Builds a process on the test channel (started by ``started``, closed afterwards)."""
+
+    def build(**client_options: Any) -> Process:
+        process = Process(RedisBus(redis_scratch.connect(**client_options), channel=channel))
+        closing.push_async_callback(process.bus.close)
+        return process
+
+    return build
+
+
+async def started(*processes: Process) -> None:
+    """Start the subscribers and wait (at most 5 s) until they listen."""
+    for process in processes:
+        await process.bus.start()
+    for process in processes:
+        await asyncio.wait_for(process.bus.subscribed.wait(), timeout=5)
+
+
+async def until(condition: Callable[[], bool], *, within: float = 1.0) -> bool:
+    """Poll ``condition`` until it holds; False after ``within`` seconds."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+async def kill_subscriber(redis_scratch: ScratchRedis, name: str) -> None:
+    """Cut the pub/sub connection of the client called ``name``, and no one else's."""
+    clients = await redis_scratch.client.client_list(_type="pubsub")
+    ours = [client["id"] for client in clients if client.get("name") == name]
+    assert len(ours) == 1
+    await redis_scratch.client.client_kill_filter(_id=ours[0])
+
+
+def client_name(redis_scratch: ScratchRedis) -> str:
+    """A client name unique to this test (CLIENT KILL must not touch other suites)."""
+    return "mservices-test-" + redis_scratch.prefix.split(":")[1]
+
+
+# -- the bus without Redis -----------------------------------------------------------------
+
+
+async def test_publish_while_redis_is_unreachable_still_delivers_locally(
+    closed_port_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    process = Process(RedisBus(closed_port_client, channel="mservices-test:nowhere"))
+    with caplog.at_level(logging.WARNING, logger="mservices.chat"):
+        await process.bus.publish(ROOM, "first")
+        await process.bus.publish(ROOM, "second")
+    assert process.frames == [(ROOM, "first"), (ROOM, "second")]
+    assert process.bus.unpublished == 2
+    assert caplog.text.count("chat frames reach this process only") == 1, "once per outage"
+
+
+async def test_a_subscriber_that_cannot_connect_keeps_retrying_until_closed(
+    closed_port_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = asyncio.all_tasks()
+    process = Process(RedisBus(closed_port_client, channel="mservices-test:nowhere"))
+    with caplog.at_level(logging.WARNING, logger="mservices.chat"):
+        await process.bus.start()
+        assert await until(lambda: caplog.text.count("chat channel lost") >= 2, within=5.0)
+    assert not process.bus.subscribed.is_set()
+    assert process.resyncs == 0
+    await process.bus.close()
+    assert asyncio.all_tasks() == before
+    await process.bus.close()  # a second close is harmless
+
+
+async def test_a_failing_subscriber_does_not_stop_the_others(
+    closed_port_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RedisBus(closed_port_client, channel="mservices-test:nowhere")
+    heard: list[str] = []
+
+    def broken(room: str, payload: str) -> None:
+        raise RuntimeError("subscriber bug")
+
+    bus.subscribe(broken)
+    bus.subscribe(lambda room, payload: heard.append(payload))
+    with caplog.at_level(logging.ERROR, logger="mservices.chat"):
+        await bus.publish(ROOM, "frame")
+    assert heard == ["frame"]
+    assert "a chat bus subscriber failed" in caplog.text
+
+
+async def test_close_runs_the_close_callbacks_once_even_when_one_fails(
+    closed_port_client: Redis,
+) -> None:
+    bus = RedisBus(closed_port_client)
+    closed: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("close bug")
+
+    async def fine() -> None:
+        closed.append("fine")
+
+    bus.on_close(broken)
+    bus.on_close(fine)
+    await bus.close()
+    await bus.close()
+    assert closed == ["fine"]
+
+
+# -- the bus with Redis --------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_a_frame_published_on_one_process_reaches_the_other_within_a_second(
+    processes: Callable[..., Process],
+) -> None:
+    a, b = processes(), processes()
+    await started(a, b)
+    await a.bus.publish(ROOM, '{"type":"message"}')
+    assert a.frames == [(ROOM, '{"type":"message"}')], "the publisher's own at once"
+    assert await until(lambda: bool(b.frames), within=1.0)
+    assert b.frames == [(ROOM, '{"type":"message"}')]
+
+
+@pytest.mark.redis
+async def test_the_publisher_delivers_its_own_frame_exactly_once(
+    processes: Callable[..., Process],
+) -> None:
+    a, b = processes(), processes()
+    await started(a, b)
+    await a.bus.publish(ROOM, "from a")
+    assert await until(lambda: bool(b.frames))
+    # One channel's messages arrive in order: once A hears B's later frame, its echo is past.
+    await b.bus.publish("other", "from b")
+    assert await until(lambda: ("other", "from b") in a.frames)
+    assert a.frames == [(ROOM, "from a"), ("other", "from b")]
+    assert b.frames == [(ROOM, "from a"), ("other", "from b")]
+
+
+@pytest.mark.redis
+async def test_the_payload_arrives_byte_identical(processes: Callable[..., Process]) -> None:
+    a, b = processes(), processes()
+    await started(a, b)
+    payload = json.dumps(
+        {"text": 'héllo "quoted" \\ \n\u2028 \U0001f600 \x00 </script>', "id": 2**62},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    await a.bus.publish("salle 😀", payload)
+    assert await until(lambda: bool(b.frames))
+    [(room, received)] = b.frames
+    assert room == "salle 😀"
+    assert received.encode() == payload.encode()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"null",
+        b"[1, 2]",
+        b'{"origin": "elsewhere", "room": "lobby"}',
+        b'{"origin": "elsewhere", "room": "lobby", "payload": 42}',
+        b'{"origin": "elsewhere", "room": ["lobby"], "payload": "x"}',
+        b"[" * 100_000,
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "null",
+        "a-list",
+        "no-payload",
+        "payload-not-text",
+        "room-not-text",
+        "deeply-nested-json",
+    ],
+)
+async def test_a_malformed_message_is_ignored_and_later_frames_still_arrive(
+    processes: Callable[..., Process],
+    redis_scratch: ScratchRedis,
+    channel: str,
+    garbage: bytes,
+) -> None:
+    a, b = processes(), processes()
+    await started(a, b)
+    await redis_scratch.client.publish(channel, garbage)
+    await a.bus.publish(ROOM, "after")
+    assert await until(lambda: bool(b.frames))
+    assert b.frames == [(ROOM, "after")]
+
+
+@pytest.mark.redis
+async def test_a_killed_subscriber_resubscribes_resyncs_and_hears_later_frames(
+    processes: Callable[..., Process], redis_scratch: ScratchRedis
+) -> None:
+    name = client_name(redis_scratch)
+    a, b = processes(), processes(client_name=name)
+    await started(a, b)
+    assert b.resyncs == 1, "resync on the first subscription too"
+    await kill_subscriber(redis_scratch, name)
+
+    assert await until(lambda: b.resyncs == 2, within=5.0)
+    await asyncio.wait_for(b.bus.subscribed.wait(), timeout=5)
+    await a.bus.publish(ROOM, "after the reconnect")
+    assert await until(lambda: bool(b.frames))
+    assert b.frames == [(ROOM, "after the reconnect")]
+
+
+@pytest.mark.redis
+async def test_after_close_no_task_is_left(redis_scratch: ScratchRedis, channel: str) -> None:
+    before = asyncio.all_tasks()
+    process = Process(RedisBus(redis_scratch.connect(), channel=channel))
+    await started(process)
+    assert len(asyncio.all_tasks() - before) == 1
+    await process.bus.close()
+    assert asyncio.all_tasks() == before
+    assert not process.bus.subscribed.is_set()
+
+
+# -- presence ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def presences(redis_scratch: ScratchRedis, closing: AsyncExitStack) -> Callable[..., RedisPresence]:
+    """Builds a process's presence under the test prefix (closed afterwards, not started)."""
+
+    def build(**options: Any) -> RedisPresence:
+        presence = RedisPresence(
+            redis_scratch.connect(), prefix=redis_scratch.prefix + "app", **options
+        )
+        closing.push_async_callback(presence.close)
+        return presence
+
+    return build
+
+
+@pytest.mark.redis
+async def test_a_user_on_two_processes_is_announced_on_the_first_join_and_the_last_leave(
+    presences: Callable[..., RedisPresence],
+) -> None:
+    a, b = presences(), presences()
+    assert await a.join(ROOM, "ada") is True
+    assert await b.join(ROOM, "ada") is False
+    assert await a.leave(ROOM, "ada") is False
+    assert await b.leave(ROOM, "ada") is True
+
+
+@pytest.mark.redis
+async def test_tabs_in_one_process_count_once(presences: Callable[..., RedisPresence]) -> None:
+    a, b = presences(), presences()
+    assert [await a.join(ROOM, "ada") for _ in range(3)] == [True, False, False]
+    assert await b.online(ROOM) == ["ada"]
+    assert [await a.leave(ROOM, "ada") for _ in range(3)] == [False, False, True]
+    assert await a.leave(ROOM, "ada") is False, "one leave too many is ignored"
+    assert await b.online(ROOM) == []
+
+
+@pytest.mark.redis
+async def test_concurrent_joins_and_leaves_on_several_processes_are_announced_once(
+    presences: Callable[..., RedisPresence],
+) -> None:
+    processes = [presences() for _ in range(4)]
+    answers = await asyncio.gather(*(p.join(ROOM, "ada") for p in processes for _ in range(3)))
+    assert answers.count(True) == 1
+    answers = await asyncio.gather(*(p.leave(ROOM, "ada") for p in processes for _ in range(3)))
+    assert answers.count(True) == 1
+
+
+@pytest.mark.redis
+async def test_online_merges_every_process_sorted_and_per_room(
+    presences: Callable[..., RedisPresence],
+) -> None:
+    a, b = presences(), presences()
+    await a.join(ROOM, "zoe")
+    await b.join(ROOM, "ada")
+    await b.join(ROOM, "zoe")
+    await b.join("other", "bob")
+    assert await a.online(ROOM) == await b.online(ROOM) == ["ada", "zoe"]
+    assert await a.online("other") == ["bob"]
+    assert await a.online("empty") == []
+
+
+@pytest.mark.redis
+async def test_a_process_whose_heartbeat_stopped_drops_out_after_the_ttl(
+    presences: Callable[..., RedisPresence],
+) -> None:
+    crashed, alive = presences(ttl=1.0), presences(ttl=1.0)
+    await alive.start()
+    await crashed.join(ROOM, "ghost")  # never started: no heartbeat, as if the process died
+    await alive.join(ROOM, "ada")
+    assert await alive.online(ROOM) == ["ada", "ghost"]
+    await asyncio.sleep(0.3)
+    assert await alive.online(ROOM) == ["ada", "ghost"], "within the ttl"
+    await asyncio.sleep(1.0)  # past the ghost's ttl; ada's heartbeat ran three times
+    assert await alive.online(ROOM) == ["ada"], "the heartbeat kept ada"
+    assert await alive.join(ROOM, "ghost") is True, "a dead process's users are not counted"
+
+
+@pytest.mark.redis
+async def test_resync_after_a_wipe_registers_the_local_users_again(
+    presences: Callable[..., RedisPresence], redis_scratch: ScratchRedis
+) -> None:
+    a, b = presences(), presences()
+    await a.join(ROOM, "ada")
+    await a.join(ROOM, "ada")
+    await a.join("other", "bob")
+    await redis_scratch.client.delete(a.key(ROOM), a.key("other"))
+    assert await b.online(ROOM) == []
+    await a.resync()
+    assert await b.online(ROOM) == ["ada"]
+    assert await b.online("other") == ["bob"]
+    assert await b.join(ROOM, "ada") is False
+    assert [await a.leave(ROOM, "ada") for _ in range(2)] == [False, False], "b still has ada"
+
+
+@pytest.mark.redis
+async def test_a_resubscribing_bus_resyncs_presence(
+    processes: Callable[..., Process],
+    presences: Callable[..., RedisPresence],
+    redis_scratch: ScratchRedis,
+) -> None:
+    name = client_name(redis_scratch)
+    a = processes(client_name=name)
+    presence, observer = presences(), presences()
+    a.bus.on_resync(presence.resync)
+    await started(a)
+    await presence.join(ROOM, "ada")
+    await redis_scratch.client.delete(presence.key(ROOM))  # as if Redis lost it in the outage
+    assert await observer.online(ROOM) == []
+    await kill_subscriber(redis_scratch, name)
+    assert await until(lambda: a.resyncs == 2, within=5.0)
+    assert await observer.online(ROOM) == ["ada"]
+
+
+@pytest.mark.redis
+async def test_close_stops_the_heartbeat_and_removes_this_processes_entries(
+    presences: Callable[..., RedisPresence],
+) -> None:
+    before = asyncio.all_tasks()
+    a, b = presences(), presences()
+    await a.start()
+    assert len(asyncio.all_tasks() - before) == 1
+    await a.join(ROOM, "ada")
+    await a.join(ROOM, "bob")
+    await b.join(ROOM, "bob")
+    await a.close()
+    assert asyncio.all_tasks() == before
+    assert await b.online(ROOM) == ["bob"]
+    assert await a.leave(ROOM, "ada") is False, "nothing to announce after close"
+    await a.close()
+
+
+async def test_presence_without_redis_answers_from_the_local_counts(
+    closed_port_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    presence = RedisPresence(closed_port_client, prefix="mservices-test-nowhere")
+    with caplog.at_level(logging.WARNING, logger="mservices.chat"):
+        assert [await presence.join(ROOM, "ada") for _ in range(2)] == [True, False]
+        await presence.join(ROOM, "bob")
+        assert await presence.online(ROOM) == ["ada", "bob"]
+        assert [await presence.leave(ROOM, "ada") for _ in range(2)] == [False, True]
+        assert await presence.online(ROOM) == ["bob"]
+        await presence.close()
+    assert "not in Redis yet" in caplog.text
+    assert "stays in Redis until it expires" in caplog.text
+
+
+@pytest.mark.redis
+async def test_a_departure_that_missed_redis_is_taken_out_by_the_next_resync(
+    presences: Callable[..., RedisPresence], closed_port_client: Redis
+) -> None:
+    a, b = presences(), presences()
+    await a.join(ROOM, "ada")
+    reachable = a._unregister
+    a._unregister = closed_port_client.register_script("return 0")  # Redis away for the leave
+    assert await a.leave(ROOM, "ada") is True
+    assert await b.online(ROOM) == ["ada"], "the stale entry is still there"
+    a._unregister = reachable
+    await a.resync()
+    assert await b.online(ROOM) == []
+
+
+# -- two hubs ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FakeMember:
+    """A connection that keeps what it was sent."""
+
+    user: str
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, payload: str) -> None:
+        self.frames.append(json.loads(payload))
+
+    def kinds(self, kind: str) -> list[dict[str, Any]]:
+        return [frame for frame in self.frames if frame["type"] == kind]
+
+
+async def received(member: FakeMember, kind: str, count: int = 1) -> bool:
+    """Wait (at most 1 s) until ``member`` has ``count`` frames of ``kind``."""
+    return await until(lambda: len(member.kinds(kind)) >= count)
+
+
+@pytest.mark.redis
+async def test_two_hubs_share_messages_and_presence_through_redis(
+    redis_scratch: ScratchRedis,
+    channel: str,
+    sessions: async_sessionmaker[AsyncSession],
+    closing: AsyncExitStack,
+) -> None:
+    history = ChatHistory(sessions)
+    history.start()
+    closing.push_async_callback(history.close)
+    hubs = []
+    for _ in range(2):
+        bus = RedisBus(redis_scratch.connect(), channel=channel)
+        presence = RedisPresence(redis_scratch.connect(), prefix=redis_scratch.prefix + "app")
+        bus.on_resync(presence.resync)
+        bus.on_close(presence.close)
+        closing.push_async_callback(bus.close)
+        await presence.start()
+        await bus.start()
+        await asyncio.wait_for(bus.subscribed.wait(), timeout=5)
+        hubs.append(Hub(bus, presence, history))
+    a, b = hubs
+
+    ada_on_a, bob_on_b = FakeMember("ada"), FakeMember("bob")
+    await a.join(ada_on_a, ROOM)
+    await b.join(bob_on_b, ROOM)
+    assert await received(ada_on_a, "join", 2)
+    assert [frame["user"] for frame in ada_on_a.kinds("join")] == ["ada", "bob"]
+    assert bob_on_b.kinds("presence")[-1]["users"] == ["ada", "bob"]
+
+    ada_on_b = FakeMember("ada")  # a second tab, on the other process
+    await b.join(ada_on_b, ROOM)
+    assert ada_on_b.kinds("presence")[-1]["users"] == ["ada", "bob"]
+
+    message_id = await a.say("ada", ROOM, "hello from a")
+    for member in (bob_on_b, ada_on_b):
+        assert await received(member, "message")
+        [message] = member.kinds("message")
+        assert (message["id"], message["user"], message["text"]) == (
+            message_id,
+            "ada",
+            "hello from a",
+        )
+    assert [frame["text"] for frame in ada_on_a.kinds("message")] == ["hello from a"]
+
+    await a.leave(ada_on_a, ROOM)  # ada is still on b: nobody hears she left
+    assert await a.online(ROOM) == await b.online(ROOM) == ["ada", "bob"]
+    await b.leave(ada_on_b, ROOM)
+    assert await received(bob_on_b, "leave")
+    assert await a.online(ROOM) == await b.online(ROOM) == ["bob"]
+
+    await a.say("bob", ROOM, "last")  # once bob hears it, every earlier frame has arrived
+    assert await received(bob_on_b, "message", 2)
+    assert [frame["user"] for frame in ada_on_a.kinds("join")] == ["ada", "bob"]
+    assert [frame["user"] for frame in bob_on_b.kinds("join")] == ["bob"], "ada's tab: silent"
+    assert [frame["user"] for frame in bob_on_b.kinds("leave")] == ["ada"]
+    assert ada_on_a.kinds("leave") == []
+
+
+# -- services ------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_services_choose_the_redis_bus_and_presence_when_redis_is_configured(
+    tmp_path: Path, sqlite_url: str, redis_scratch: ScratchRedis
+) -> None:
+    prefix = redis_scratch.prefix.replace(":", "-") + "app"  # colons are not allowed here
+    settings = make_settings(tmp_path, sqlite_url, redis_url=redis_scratch.url, redis_prefix=prefix)
+    before = asyncio.all_tasks()
+    services = await open_services(settings)
+    try:
+        assert isinstance(services.hub.bus, RedisBus)
+        assert isinstance(services.hub.presence, RedisPresence)
+        await asyncio.wait_for(services.hub.bus.subscribed.wait(), timeout=5)
+        await services.hub.presence.join(ROOM, "ada")
+        assert await redis_scratch.client.exists(f"{prefix}:presence:{ROOM}")
+    finally:
+        await services.close()
+        keys = [key async for key in redis_scratch.client.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis_scratch.client.delete(*keys)
+    assert asyncio.all_tasks() == before, "the subscriber and the heartbeat are stopped"
+    assert keys == [], "closing removed this process's presence"
+
+
+async def test_services_keep_the_local_bus_and_presence_without_redis(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    services = await open_services(make_settings(tmp_path, sqlite_url))
+    try:
+        assert isinstance(services.hub.bus, LocalBus)
+        assert isinstance(services.hub.presence, LocalPresence)
+    finally:
+        await services.close()

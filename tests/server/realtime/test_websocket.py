@@ -1,0 +1,684 @@
+"""The chat WebSocket ``/message`` against the real application served in-process: who may open
+it, what a room sends on join, presence by user, reconnect resume, every limit, shutdown, and
+the chat pages.
+
+Every wait is bounded (``asyncio.wait_for``); "nothing arrived" is proven with a marker message
+the same connection sends afterwards, never with a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import IOStream
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from repositories.chat import ChatRepository
+from repositories.users import UserRepository
+from server.handlers.base import SESSION_COOKIE
+from server.realtime import hub as hub_module
+from server.realtime.hub import encode
+from server.realtime.websocket import (
+    MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS,
+    RATE_BURST,
+    REFUSALS_BEFORE_CLOSE,
+    ChatSocketHandler,
+    FrameError,
+    TokenBucket,
+    message_text,
+    open_sockets,
+    origin_allowed,
+    utf8_once,
+)
+from server.services import Services
+from server.settings import Settings
+from tests.conftest import Client, Response, make_settings
+
+ROOM = "lobby"
+HOSTILE = "<img src=x onerror=alert(1)>"
+PARTNER = "https://partner.example"
+WAIT = 5.0
+
+Frame = dict[str, Any]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    """Settings on a fresh SQLite database, with one extra origin allowed for the chat socket."""
+    return make_settings(tmp_path, sqlite_url, ws_origins=[PARTNER])
+
+
+def cookie_value(response: Response, name: str) -> str:
+    """The value ``response`` sets for cookie ``name``."""
+    for header in response.headers.get_list("Set-Cookie"):
+        pair = header.split(";", 1)[0]
+        key, _, value = pair.partition("=")
+        if key.strip() == name and value:
+            return value
+    raise AssertionError(f"no {name} cookie in {response.headers.get_list('Set-Cookie')}")
+
+
+LogIn = Callable[[str], Awaitable[str]]
+
+
+@pytest.fixture
+def log_in(client: Client, services: Services) -> LogIn:
+    """Create a user and log in through the ``/login`` form; returns the session Cookie header."""
+
+    async def create_and_log_in(name: str) -> str:
+        password = secrets.token_urlsafe(12)
+        async with services.sessions() as session, session.begin():
+            await UserRepository(session).add(
+                name=name, password_hash=await services.passwords.hash(password)
+            )
+        form = await client.get("/login")
+        xsrf = cookie_value(form, "_xsrf")
+        response = await client.post(
+            "/login",
+            body=urlencode({"name": name, "pwd": password, "next": "/", "_xsrf": xsrf}),
+            headers={
+                "Cookie": f"_xsrf={xsrf}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        assert response.status == 302, response.text
+        return f"{SESSION_COOKIE}={cookie_value(response, SESSION_COOKIE)}"
+
+    return create_and_log_in
+
+
+class Socket:
+    """A test client of ``/message`` that reads JSON frames, each wait bounded."""
+
+    def __init__(self, connection: WebSocketClientConnection) -> None:
+        self.connection = connection
+
+    async def raw(self) -> str:
+        """The next frame as text (fails when the socket closes instead)."""
+        message = await asyncio.wait_for(self.connection.read_message(), WAIT)
+        assert message is not None, f"closed with {self.connection.close_code}"
+        assert isinstance(message, str)
+        return message
+
+    async def frame(self) -> Frame:
+        """The next frame, parsed."""
+        frame: Frame = json.loads(await self.raw())
+        return frame
+
+    async def until(self, accept: Callable[[Frame], bool]) -> tuple[Frame, list[Frame]]:
+        """Read up to the first frame ``accept`` takes; returns it and the frames before it."""
+        before: list[Frame] = []
+        while not accept(frame := await self.frame()):
+            before.append(frame)
+        return frame, before
+
+    async def joined(self) -> tuple[Frame, list[Frame], Frame]:
+        """The frames of joining: history, anything in between (a join), presence."""
+        history = await self.frame()
+        assert history["type"] == "history", history
+        presence, between = await self.until(lambda frame: frame["type"] == "presence")
+        return history, between, presence
+
+    async def say(self, text: str) -> None:
+        """Send a message frame."""
+        await self.connection.write_message(json.dumps({"type": "message", "text": text}))
+
+    async def own_message(self, text: str) -> tuple[Frame, list[Frame]]:
+        """Send ``text`` and read up to its echo; returns it and the frames before it."""
+        await self.say(text)
+        return await self.until(lambda frame: frame["type"] == "message" and frame["text"] == text)
+
+    async def closed(self) -> tuple[int | None, list[str]]:
+        """Read until the server closes; returns the close code and the frames read."""
+        frames: list[str] = []
+        while True:
+            message = await asyncio.wait_for(self.connection.read_message(), WAIT)
+            if message is None:
+                return self.connection.close_code, frames
+            assert isinstance(message, str)
+            frames.append(message)
+
+    def close(self) -> None:
+        """Close from the client side."""
+        self.connection.close()
+
+
+Connect = Callable[..., Awaitable[Socket]]
+
+
+def ws_url(client: Client, path: str) -> str:
+    """The ws:// URL of ``path`` on the test server."""
+    return "ws" + client.base_url.removeprefix("http") + path
+
+
+@pytest.fixture
+async def connect(client: Client, services: Services) -> AsyncIterator[Connect]:
+    """Open ``/message`` (or another socket path); every connection is closed after the test."""
+    opened: list[tuple[WebSocketClientConnection, IOStream]] = []
+
+    async def open_socket(
+        cookie: str | None,
+        *,
+        room: str | None = None,
+        last_id: int | None = None,
+        origin: str | None = None,
+        headers: dict[str, str] | None = None,
+        path: str = "/message",
+    ) -> Socket:
+        query = {
+            key: str(value)
+            for key, value in (("room", room), ("last_id", last_id))
+            if value is not None
+        }
+        all_headers = {"Origin": origin or client.base_url, **(headers or {})}
+        if cookie is not None:
+            all_headers["Cookie"] = cookie
+        target = path + (f"?{urlencode(query)}" if query else "")
+        request = HTTPRequest(ws_url(client, target), headers=all_headers, request_timeout=WAIT)
+        connection = await asyncio.wait_for(websocket_connect(request), WAIT)
+        assert connection.protocol is not None and connection.protocol.stream is not None
+        opened.append((connection, connection.protocol.stream))
+        return Socket(connection)
+
+    try:
+        yield open_socket
+    finally:
+        await close_quietly(opened)
+        await history_written(services)
+
+
+async def close_quietly(opened: list[tuple[WebSocketClientConnection, IOStream]]) -> None:
+    """Close the connections and wait (bounded) until their streams are closed, reading what
+    is still queued (a full read queue stops the client from seeing the server's close)."""
+    for connection, _ in opened:
+        connection.close()
+    deadline = asyncio.get_running_loop().time() + WAIT
+    for connection, stream in opened:
+        while not stream.closed() and asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.read_message(), 0.05)
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) until ``condition`` holds: server-side work finishes on its own schedule."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def history_written(services: Services) -> None:
+    """Wait (bounded) until the history writer has stored every queued message.
+
+    A stopgap for two ChatHistory defects (reported, not in this module's files): ``recent``
+    can miss messages the writer moves from its queue to the database during the read, and
+    ``close`` cancels a write in progress, after which SQLite waits 30 s for the lock. Tests
+    that resume right after many messages, and every teardown, let the writer finish first.
+    """
+    await eventually(lambda: not services.hub.history._pending, "the history writer to finish")
+
+
+async def members_settled(services: Services, room: str, count: int) -> None:
+    """Wait until ``room`` has ``count`` local members and no leave is still running."""
+    await eventually(
+        lambda: len(tuple(services.hub.members(room))) == count and len(services.background) == 0,
+        f"{count} members in {room}",
+    )
+
+
+# -- who may open the socket ----------------------------------------------------------------
+
+
+async def test_the_socket_refuses_a_visitor_without_a_session_with_401(
+    connect: Connect,
+) -> None:
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(None)
+    assert refused.value.code == 401
+
+
+async def test_the_socket_refuses_a_forged_session_cookie_with_401(connect: Connect) -> None:
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(f"{SESSION_COOKIE}=2|1:0|10:1700000000|16:mservices_session|4:eA==|00")
+    assert refused.value.code == 401
+
+
+async def test_the_socket_refuses_a_foreign_origin_with_403(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await log_in("alice")
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(alice, origin="http://evil.example")
+    assert refused.value.code == 403
+    with pytest.raises(HTTPClientError) as refused_again:
+        await connect(alice, origin="http://evil.example", headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused_again.value.code == 403
+
+
+async def test_the_socket_accepts_its_own_host_over_http_or_https_and_configured_origins(
+    client: Client, connect: Connect, log_in: LogIn
+) -> None:
+    alice = await log_in("alice")
+    host = client.base_url.removeprefix("http://")
+    for origin in (client.base_url, f"https://{host}", PARTNER):
+        socket = await connect(alice, origin=origin, headers={"Sec-Fetch-Site": "cross-site"})
+        await socket.joined()
+        socket.close()
+
+
+def test_origin_allowed_compares_scheme_host_and_port() -> None:
+    assert origin_allowed("http://chat.example:8000", "chat.example:8000", [])
+    assert origin_allowed("https://chat.example:8000/", "CHAT.example:8000", [])
+    assert not origin_allowed("http://chat.example:8001", "chat.example:8000", [])
+    assert not origin_allowed("http://chat.example.evil", "chat.example", [])
+    assert origin_allowed("https://partner.example", "chat.example", ["https://partner.example"])
+    assert origin_allowed("https://anyone.example", "chat.example", ["*"])
+    assert not origin_allowed("null", "chat.example", [])
+
+
+async def test_a_bad_room_or_last_id_is_refused_with_400(connect: Connect, log_in: LogIn) -> None:
+    alice = await log_in("alice")
+    for kwargs in ({"room": "a b"}, {"room": "x" * 65}, {"last_id": -1}):
+        with pytest.raises(HTTPClientError) as refused:
+            await connect(alice, **kwargs)
+        assert refused.value.code == 400
+
+
+# -- rooms: history, delivery, presence -------------------------------------------------------
+
+
+async def test_joining_sends_the_last_50_messages_and_who_is_online(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    for number in range(55):
+        await services.hub.say("bob", ROOM, f"m{number}")
+    alice = await connect(await log_in("alice"))
+
+    history, between, presence = await alice.joined()
+
+    assert history["room"] == ROOM and history["recovered"] is True
+    assert [message["text"] for message in history["messages"]] == [
+        f"m{number}" for number in range(5, 55)
+    ]
+    first = history["messages"][0]
+    assert set(first) == {"user", "text", "ts", "id"} and first["user"] == "bob"
+    ids = [message["id"] for message in history["messages"]]
+    assert ids == sorted(ids)
+    assert [(frame["type"], frame["user"]) for frame in between] == [("join", "alice")]
+    assert presence == {"type": "presence", "room": ROOM, "users": ["alice"]}
+
+
+async def test_a_message_reaches_everyone_in_the_room_and_no_other_room(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    bob = await connect(await log_in("bob"))
+    carol = await connect(await log_in("carol"), room="其他")
+    for socket in (alice, bob, carol):
+        await socket.joined()
+    await alice.until(lambda frame: frame["type"] == "join" and frame["user"] == "bob")
+
+    sent, _ = await alice.own_message("hello")
+    received, _ = await bob.until(lambda frame: frame["type"] == "message")
+    _, before_marker = await carol.own_message("marker")
+
+    assert received == sent
+    assert set(received) == {"type", "room", "user", "text", "ts", "id"}
+    assert (received["room"], received["user"], received["text"]) == (ROOM, "alice", "hello")
+    assert isinstance(received["id"], int) and isinstance(received["ts"], float)
+    assert before_marker == []
+
+
+async def test_a_plain_text_frame_is_a_message_too(connect: Connect, log_in: LogIn) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    await alice.connection.write_message("你好 {not json")
+    message, _ = await alice.until(lambda frame: frame["type"] == "message")
+
+    assert message["text"] == "你好 {not json"
+
+
+async def test_messages_are_kept_in_the_chat_message_table(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+    sent, _ = await alice.own_message("keep me")
+
+    async def stored() -> list[int]:
+        async with services.sessions() as session:
+            messages = await ChatRepository(session).recent(ROOM, limit=10)
+        return [message.id for message in messages]
+
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while sent["id"] not in await stored():
+        assert asyncio.get_running_loop().time() < deadline, "the message was never stored"
+        await asyncio.sleep(0.02)
+
+
+async def test_presence_counts_users_not_tabs(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    bob = await connect(await log_in("bob"))
+    await bob.joined()
+    alice_cookie = await log_in("alice")
+
+    first_tab = await connect(alice_cookie)
+    _, between, presence = await first_tab.joined()
+    assert [frame["type"] for frame in between] == ["join"]
+    assert presence["users"] == ["alice", "bob"]
+    joined, _ = await bob.until(lambda frame: frame["type"] == "join")
+    assert joined["user"] == "alice"
+
+    second_tab = await connect(alice_cookie)
+    _, between, presence = await second_tab.joined()
+    assert between == [], "a second tab is not announced"
+    assert presence["users"] == ["alice", "bob"]
+    _, before_marker = await bob.own_message("after the second tab")
+    assert before_marker == []
+
+    first_tab.close()
+    await members_settled(services, ROOM, 2)
+    _, before_marker = await bob.own_message("after the first tab closed")
+    assert before_marker == [], "alice still has a tab open"
+    assert await services.hub.online(ROOM) == ["alice", "bob"]
+
+    second_tab.close()
+    left, _ = await bob.until(lambda frame: frame["type"] == "leave")
+    assert left["user"] == "alice"
+    assert await services.hub.online(ROOM) == ["bob"]
+
+
+# -- reconnect resume -------------------------------------------------------------------------
+
+
+async def test_reconnecting_with_the_last_id_receives_what_was_missed(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice_cookie = await log_in("alice")
+    alice = await connect(alice_cookie)
+    bob = await connect(await log_in("bob"))
+    await alice.joined()
+    await bob.joined()
+    seen, _ = await alice.own_message("one")
+    alice.close()
+    await members_settled(services, ROOM, 1)
+    await bob.own_message("two")
+    await bob.own_message("three")
+    await history_written(services)
+
+    again = await connect(alice_cookie, last_id=seen["id"])
+    history, _, presence = await again.joined()
+
+    assert history["recovered"] is True
+    assert [message["text"] for message in history["messages"]] == ["two", "three"]
+    assert presence["users"] == ["alice", "bob"]
+
+
+async def test_resuming_past_the_limit_says_the_gap_was_not_fully_recovered(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice_cookie = await log_in("alice")
+    alice = await connect(alice_cookie)
+    await alice.joined()
+    seen, _ = await alice.own_message("last seen")
+    alice.close()
+    await members_settled(services, ROOM, 0)
+    missed = hub_module.RESUME_LIMIT + 5
+    for number in range(missed):
+        await services.hub.say("bob", ROOM, f"missed {number}")
+    await history_written(services)
+
+    again = await connect(alice_cookie, last_id=seen["id"])
+    history, _, _ = await again.joined()
+
+    assert history["recovered"] is False
+    texts = [message["text"] for message in history["messages"]]
+    assert len(texts) == hub_module.RESUME_LIMIT
+    assert texts[-1] == f"missed {missed - 1}"
+
+
+async def test_a_join_that_fails_answers_an_error_frame_and_closes_with_1011(
+    monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    async def unavailable(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the database is away")
+
+    alice_cookie = await log_in("alice")
+    monkeypatch.setattr(services.hub.history, "recent", unavailable)
+    alice = await connect(alice_cookie)
+
+    code, frames = await alice.closed()
+
+    assert [json.loads(frame)["code"] for frame in frames] == ["unavailable"]
+    assert code == 1011
+    await members_settled(services, ROOM, 0)
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+async def test_a_frame_over_64_kib_closes_the_socket_with_1009(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    await alice.connection.write_message("x" * (MAX_FRAME_BYTES + 1))
+    code, _ = await alice.closed()
+
+    assert code == 1009
+
+
+async def test_text_over_2000_characters_gets_an_error_frame_and_the_socket_stays_open(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    await alice.say("字" * (MAX_TEXT_CHARS + 1))
+    error = await alice.frame()
+    await alice.connection.write_message("x" * MAX_FRAME_BYTES)  # the largest frame allowed
+    second_error = await alice.frame()
+    longest, _ = await alice.own_message("字" * MAX_TEXT_CHARS)
+
+    assert (error["type"], error["code"]) == ("error", "too_long")
+    assert (second_error["type"], second_error["code"]) == ("error", "too_long")
+    assert len(longest["text"]) == MAX_TEXT_CHARS
+
+
+async def test_frames_that_are_not_messages_get_an_error_frame(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    await alice.connection.write_message(b"\x00binary", binary=True)
+    await alice.connection.write_message(json.dumps({"type": "join", "text": "x"}))
+    await alice.connection.write_message(json.dumps({"type": "message", "text": 5}))
+    await alice.say("   ")
+    codes = [(await alice.frame())["code"] for _ in range(4)]
+    _, before = await alice.own_message("still open")
+
+    assert codes == ["bad_frame", "bad_frame", "bad_frame", "empty"]
+    assert before == []
+
+
+async def test_flooding_gets_error_frames_then_close_1008(
+    monkeypatch: pytest.MonkeyPatch, connect: Connect, log_in: LogIn
+) -> None:
+    # No refill during the test, so the count is exact however slow the machine is; the refill
+    # rate itself is tested on TokenBucket.
+    monkeypatch.setattr(ChatSocketHandler, "rate_per_second", 0.001)
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    sent = RATE_BURST + REFUSALS_BEFORE_CLOSE + 5
+    for number in range(sent):
+        await alice.connection.write_message(f"flood {number}")
+    code, frames = await alice.closed()
+
+    kinds = [json.loads(frame)["type"] for frame in frames]
+    assert kinds == ["message"] * RATE_BURST + ["error"] * (REFUSALS_BEFORE_CLOSE - 1)
+    assert json.loads(frames[-1])["code"] == "rate_limited"
+    assert code == 1008
+
+
+def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(10.0, 20, clock=lambda: now[0])
+
+    assert all(bucket.take() for _ in range(20))
+    assert not bucket.take()
+    now[0] += 0.1
+    assert bucket.take()
+    assert not bucket.take()
+    now[0] += 100.0
+    assert sum(bucket.take() for _ in range(30)) == 20
+
+
+async def test_a_slow_consumer_is_closed_with_4008_while_a_fast_one_keeps_up(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    fast = await connect(await log_in("alice"))
+    await fast.joined()
+    slow = await connect(await log_in("bob"))
+    await slow.joined()
+    await fast.until(lambda frame: frame["type"] == "join")
+    slow_side = next(
+        socket
+        for socket in open_sockets(services)
+        if isinstance(socket, ChatSocketHandler) and socket.user == "bob"
+    )
+    payload = encode("message", ROOM, user="carol", text="x" * 32_000, ts=0.0, id=1)
+    count = {"published": 0, "received": 0}
+
+    async def read_fast() -> None:
+        while await fast.connection.read_message() is not None:
+            count["received"] += 1
+
+    reader = asyncio.ensure_future(read_fast())
+    # Publish (as another process would) while the fast client keeps up and the slow one reads
+    # nothing, until the server gives up on the slow one; bounded at 200 MB.
+    while slow_side.ws_connection is not None:
+        assert count["published"] < 6_000, "the slow consumer was never closed"
+        await services.hub.bus.publish(ROOM, payload)
+        count["published"] += 1
+        await eventually(
+            lambda: count["published"] - count["received"] < 16, "the fast client to keep up"
+        )
+    await eventually(
+        lambda: count["received"] == count["published"], "the fast client to read everything"
+    )
+    reader.cancel()
+
+    code, frames = await slow.closed()
+
+    assert code == 4008
+    assert len(frames) < count["published"]
+    assert fast.connection.protocol is not None, "the fast client is still connected"
+    _, _ = await fast.own_message("still here")
+
+
+async def test_hostile_text_is_delivered_verbatim_as_inert_json_text(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    bob = await connect(await log_in("bob"))
+    await alice.joined()
+    await bob.joined()
+
+    await alice.say(HOSTILE)
+    while '"type":"message"' not in (raw := await bob.raw()):
+        pass
+
+    assert HOSTILE in raw, "sent as it was typed, neither escaped nor stripped"
+    assert json.loads(raw)["text"] == HOSTILE
+
+
+# -- units: frames and encoding ---------------------------------------------------------------
+
+
+def test_message_text_accepts_json_messages_and_plain_text() -> None:
+    assert message_text(json.dumps({"type": "message", "text": "hi"})) == "hi"
+    assert message_text("hi") == "hi"
+    assert message_text('{"type": "message"') == '{"type": "message"'
+    for frame in (b"hi", '{"type": "other"}', '{"text": "x"}', "", " \n", "x" * 2001):
+        with pytest.raises(FrameError):
+            message_text(frame)
+
+
+def test_a_broadcast_is_encoded_to_utf8_once() -> None:
+    payload = encode("message", ROOM, text="一次")
+    first = utf8_once(payload)
+    assert utf8_once(payload) is first
+    assert first == payload.encode("utf-8")
+    assert utf8_once(encode("message", ROOM, text="二次")) is not first
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+async def test_close_all_closes_every_socket_with_1001_and_announces_the_leave(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    bob = await connect(await log_in("bob"), room="other")
+    await alice.joined()
+    await bob.joined()
+    registry = open_sockets(services)
+    assert len(registry) == 2
+
+    closing = asyncio.ensure_future(registry.close_all(1001))
+    results = [await alice.closed(), await bob.closed()]
+    closed = await asyncio.wait_for(closing, WAIT)
+
+    assert [code for code, _ in results] == [1001, 1001]
+    assert closed == 2 and len(registry) == 0
+    await members_settled(services, ROOM, 0)
+    assert await services.hub.online(ROOM) == []
+
+
+# -- the pages --------------------------------------------------------------------------------
+
+
+async def test_the_chat_pages_send_an_anonymous_visitor_to_the_login_form(client: Client) -> None:
+    for path in ("/chat", "/robbit"):
+        response = await client.get(path)
+        assert response.status == 302
+        assert response.headers["Location"] == f"/login?{urlencode({'next': path})}"
+
+
+async def test_the_chat_pages_show_the_room_to_a_logged_in_user(
+    client: Client, log_in: LogIn
+) -> None:
+    cookie = {"Cookie": await log_in("alice")}
+
+    chat = await client.get("/chat", headers=cookie)
+    robbit = await client.get("/robbit?room=客服", headers=cookie)
+    odd = await client.get("/chat?" + urlencode({"room": HOSTILE}), headers=cookie)
+
+    assert chat.status == robbit.status == odd.status == 200
+    assert 'data-room="lobby"' in chat.text and 'data-me="alice"' in chat.text
+    assert "/s/js/chat.js" in chat.text and "<title>聊天室" in chat.text
+    assert 'data-room="客服"' in robbit.text and "<title>客服在线" in robbit.text
+    assert 'data-room="lobby"' in odd.text and HOSTILE not in odd.text
+
+
+async def test_the_ticker_page_is_open_to_everyone(client: Client) -> None:
+    page = await client.get("/ticker/page")
+
+    assert page.status == 200
+    assert 'data-path="/ticker"' in page.text and "/s/js/ticker.js" in page.text

@@ -1,0 +1,175 @@
+"""``/openapi.json`` and ``/docs``: the API description generated from the route table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tornado.escape import xhtml_escape
+from tornado.routing import PathMatches
+
+from server.routes import build_routes
+from server.services import Services
+from tests.conftest import Client
+
+USER_CONTRACT = [
+    ("get", "/user"),
+    ("post", "/user"),
+    ("put", "/user"),
+    ("delete", "/user"),
+    ("post", "/user/login"),
+    ("get", "/user/me"),
+    ("put", "/user/password"),
+    ("delete", "/user/account"),
+    ("get", "/user/sessions"),
+    ("delete", "/user/sessions/{session_id}"),
+    ("get", "/healthz"),
+]
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+NAMED_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+REGEX_SYNTAX = re.compile(r"[()\[\]\\^$?*+|]")
+SCHEMA_REF = "#/components/schemas/"
+
+
+@pytest.fixture
+async def document(client: Client) -> dict[str, Any]:
+    """The served OpenAPI document."""
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Every (method, path, operation) of the document."""
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield method, path, operation
+
+
+def refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` anywhere in ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, or the component it refers to."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    component: dict[str, Any] = document["components"]["schemas"][ref.removeprefix(SCHEMA_REF)]
+    return component
+
+
+async def test_the_document_is_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"] == "3.1.0"
+    assert document["info"]["title"] == "mservices"
+    assert document["info"]["version"]
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+    }
+
+
+async def test_every_route_with_operations_is_documented_with_each_method(
+    document: dict[str, Any], services: Services
+) -> None:
+    documented = 0
+    for rule in build_routes(services):
+        declared = getattr(rule.target, "operations", None)
+        if not declared:
+            continue
+        assert isinstance(rule.matcher, PathMatches)
+        path = NAMED_GROUP.sub(r"{\1}", rule.matcher.regex.pattern).removesuffix("$")
+        assert path in document["paths"], f"{path} is not documented"
+        assert set(document["paths"][path]) == {method.lower() for method in declared}, path
+        documented += len(declared)
+    assert documented == len(list(operations(document)))
+
+
+async def test_every_json_route_of_the_user_contract_is_documented(
+    document: dict[str, Any],
+) -> None:
+    present = {(method, path) for method, path, _ in operations(document)}
+    assert [pair for pair in USER_CONTRACT if pair not in present] == []
+
+
+async def test_path_parameters_are_templated_and_declared(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        assert not REGEX_SYNTAX.search(path), f"{path} still holds regex syntax"
+        names = re.findall(r"\{(\w+)\}", path)
+        declared = {
+            parameter["name"]: parameter
+            for parameter in operation.get("parameters", [])
+            if parameter["in"] == "path"
+        }
+        assert sorted(declared) == sorted(names), f"{method} {path}"
+        assert all(parameter["required"] is True for parameter in declared.values())
+    session = document["paths"]["/user/sessions/{session_id}"]["delete"]["parameters"][0]
+    assert session["schema"] == {"type": "integer", "minimum": 0}
+
+
+async def test_every_ref_resolves_to_a_component_schema(document: dict[str, Any]) -> None:
+    components = document["components"]["schemas"]
+    found = list(refs(document))
+    assert found
+    for ref in found:
+        assert ref.startswith(SCHEMA_REF), ref
+        assert ref.removeprefix(SCHEMA_REF) in components, f"{ref} does not resolve"
+
+
+async def test_request_bodies_forbid_extra_keys(document: dict[str, Any]) -> None:
+    login = document["components"]["schemas"]["LoginRequest"]
+    assert login["additionalProperties"] is False
+    assert set(login["required"]) == {"name", "pwd"}
+    for method, path, operation in operations(document):
+        if "requestBody" not in operation:
+            continue
+        schema = resolve(
+            document, operation["requestBody"]["content"]["application/json"]["schema"]
+        )
+        assert schema.get("additionalProperties") is False, f"{method} {path}"
+
+
+async def test_every_operation_documents_its_answer_and_the_error_envelope(
+    document: dict[str, Any],
+) -> None:
+    for method, path, operation in operations(document):
+        responses = operation["responses"]
+        assert any(status.startswith("2") for status in responses), f"{method} {path}"
+        assert "503" in responses, f"{method} {path}"
+        if operation.get("security"):
+            assert "401" in responses, f"{method} {path}"
+        if "requestBody" in operation:
+            assert {"400", "413", "415", "422"} <= set(responses), f"{method} {path}"
+        for status, response in responses.items():
+            schema = response["content"]["application/json"]["schema"]
+            if not status.startswith("2"):
+                assert schema == {"$ref": f"{SCHEMA_REF}ErrorEnvelope"}, f"{method} {path} {status}"
+
+
+async def test_docs_lists_every_path_and_summary_escaped(
+    client: Client, document: dict[str, Any]
+) -> None:
+    response = await client.get("/docs")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    html = response.text
+    for method, path, operation in operations(document):
+        assert f"<code>{xhtml_escape(path)}</code>" in html, path
+        assert xhtml_escape(operation["summary"]) in html, f"{method} {path}"
+    # The token field's description holds "<token>": it must arrive as text, not as a tag.
+    assert "Bearer <token>" not in html
+    assert "Bearer &lt;token&gt;" in html

@@ -1,0 +1,253 @@
+"""``mservices serve`` as a real process: the TCP chat beside HTTP, and the graceful stop on SIGTERM
+(TCP clients get a goodbye line, a request in flight still gets its answer, exit code 0); and the
+draining HTTP server in process.
+
+Processes run in ``tmp_path`` with a minimal environment (no caller ``MSERVICES_*``) and free
+loopback ports; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from tornado.testing import bind_unused_port
+from tornado.web import Application, RequestHandler
+
+from server.runtime import GOODBYE, DrainingHTTPServer
+from tests.server.test_cli import SERVE_TIMEOUT, clean_env, free_port, run, serving, wait_for_status
+
+HOST = "127.0.0.1"
+NAME = "x"
+PASSWORD = "correct horse battery"
+WAIT = 10.0
+"""The longest a socket operation in these tests may block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running ``mservices serve`` and where it listens."""
+
+    process: subprocess.Popen[bytes]
+    http_port: int
+    tcp_port: int
+    cwd: Path
+
+    def stderr(self) -> str:
+        """What the process logged so far."""
+        return (self.cwd / "serve.err").read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """``mservices serve`` on free HTTP and TCP ports, with the superuser NAME already created."""
+    http_port, tcp_port = free_port(), free_port()
+    env = clean_env(
+        MSERVICES_DATA_DIR=str(tmp_path / "data"),
+        MSERVICES_HOST=HOST,
+        MSERVICES_PORT=str(http_port),
+        MSERVICES_TCP_PORT=str(tcp_port),
+    )
+    created = run(
+        tmp_path,
+        "createsuperuser",
+        "--name",
+        NAME,
+        "--password-stdin",
+        env=env,
+        stdin_text=PASSWORD,
+    )
+    assert created.returncode == 0, created.stderr
+    with serving(tmp_path, env) as process:
+        served = Served(process, http_port, tcp_port, tmp_path)
+        status = wait_for_status(process, f"http://{HOST}:{http_port}/healthz", 200)
+        assert status == 200, f"status {status}; stderr:\n{served.stderr()}"
+        yield served
+
+
+def connect(port: int) -> socket.socket:
+    """A blocking client socket to ``port``, retried until the server listens (bounded)."""
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while True:
+        try:
+            return socket.create_connection((HOST, port), timeout=WAIT)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def refuses_connections(port: int) -> bool:
+    """True once nothing accepts connections on ``port`` (waits at most SERVE_TIMEOUT)."""
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=WAIT).close()
+        except ConnectionRefusedError:
+            return True
+        except ConnectionResetError:
+            # Accepted into the backlog just as the listener closed: the next try is refused.
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def read_until(lines: BinaryIO, wanted: str) -> list[str]:
+    """Lines of the TCP chat up to and including the first containing ``wanted``."""
+    seen: list[str] = []
+    while True:
+        raw = lines.readline()
+        assert raw, f"closed before {wanted!r}; saw {seen}"
+        seen.append(raw.decode("utf-8").rstrip("\r\n"))
+        if wanted in seen[-1]:
+            return seen
+
+
+def test_sigterm_sends_tcp_clients_the_goodbye_line_and_exits_0(served: Served) -> None:
+    with connect(served.tcp_port) as client, client.makefile("rb") as lines:
+        read_until(lines, "LOGIN <name> <password>")
+        client.sendall(f"LOGIN {NAME} {PASSWORD}\n".encode())
+        assert read_until(lines, "* online in lobby:")[-1] == f"* online in lobby: {NAME}"
+        client.sendall(b"see you\n")
+        read_until(lines, f"[lobby] {NAME}: see you")
+
+        served.process.send_signal(signal.SIGTERM)
+        rest = [raw.decode("utf-8").rstrip("\r\n") for raw in lines]  # to the end of the stream
+    assert rest[-1] == GOODBYE
+    assert served.process.wait(timeout=15) == 0
+    assert f"TCP chat on {HOST}:{served.tcp_port}" in served.stderr()
+
+
+def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_connections(
+    served: Served,
+) -> None:
+    body = json.dumps({"name": NAME, "pwd": PASSWORD}).encode()
+    head = (
+        f"POST /user/login HTTP/1.1\r\nHost: {HOST}:{served.http_port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    with connect(served.http_port) as client, client.makefile("rb") as response:
+        client.sendall(head)
+        # The interim answer proves the server has the headers: the request is in flight.
+        assert response.readline().startswith(b"HTTP/1.1 100")
+        assert response.readline() == b"\r\n"
+        client.sendall(body[:5])
+
+        served.process.send_signal(signal.SIGTERM)
+        assert refuses_connections(served.http_port), served.stderr()
+        assert served.process.poll() is None  # still waiting for our request
+
+        client.sendall(body[5:])
+        status_line = response.readline()
+        answer = response.read()  # the server closes the connection after the response
+    assert status_line.startswith(b"HTTP/1.1 200"), (status_line, answer, served.stderr())
+    assert b'"token"' in answer
+    assert served.process.wait(timeout=15) == 0
+    assert "still running" not in served.stderr()
+
+
+# --- DrainingHTTPServer, in process ---------------------------------------------------------------
+
+
+class Hello(RequestHandler):
+    """Answers every GET and POST."""
+
+    def get(self) -> None:
+        """Say hello."""
+        self.write("hello")
+
+    def post(self) -> None:
+        """Say how much was received."""
+        self.write(f"got {len(self.request.body)} bytes")
+
+
+@pytest.fixture
+async def draining() -> AsyncIterator[tuple[DrainingHTTPServer, int]]:
+    """A DrainingHTTPServer of a tiny app on a free loopback port, and the port."""
+    sock, port = bind_unused_port()
+    server = DrainingHTTPServer(Application([("/", Hello)]))
+    server.add_sockets([sock])
+    try:
+        yield server, port
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+
+async def test_drain_closes_idle_keep_alive_connections_at_once(
+    draining: tuple[DrainingHTTPServer, int],
+) -> None:
+    server, port = draining
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), WAIT)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await asyncio.wait_for(reader.readexactly(5), WAIT) == b"hello"
+        server.stop()
+        assert await asyncio.wait_for(server.drain(WAIT), WAIT / 2) is True
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed, not kept alive
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_drain_waits_for_a_body_still_arriving_then_closes(
+    draining: tuple[DrainingHTTPServer, int],
+) -> None:
+    server, port = draining
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), WAIT)
+    try:
+        writer.write(
+            f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"HTTP/1.1 100")
+        writer.write(b"01234")
+        server.stop()
+        drained = asyncio.create_task(server.drain(WAIT))
+        await asyncio.sleep(0.1)
+        assert not drained.done()
+        assert server.requests_in_flight == 1
+        writer.write(b"56789")
+        answer = await asyncio.wait_for(reader.read(), WAIT)  # ends: closed after the answer
+        assert b"HTTP/1.1 200" in answer
+        assert answer.endswith(b"got 10 bytes")
+        assert await asyncio.wait_for(drained, WAIT) is True
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def test_drain_cuts_a_request_still_unfinished_after_the_timeout(
+    draining: tuple[DrainingHTTPServer, int],
+) -> None:
+    server, port = draining
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), WAIT)
+    try:
+        writer.write(
+            f"POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"HTTP/1.1 100")
+        await asyncio.wait_for(reader.readline(), WAIT)
+        server.stop()
+        assert await asyncio.wait_for(server.drain(0.2), WAIT) is False
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

@@ -1,0 +1,130 @@
+"""One test renders every template, so a broken template fails here rather than in production."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+from tornado.web import Application, RequestHandler
+
+from repositories.menus import MenuNode
+from server.app import STATIC_DIR, TEMPLATE_DIR
+from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
+from server.principal import Principal
+from server.ui_modules import UI_MODULES
+
+TREE = [
+    MenuNode(
+        id=1,
+        title="根 <i>",
+        url="/root",
+        note=None,
+        parent_id=None,
+        sort=0,
+        visible=True,
+        children=[
+            MenuNode(id=2, title="子", url=None, note=None, parent_id=1, sort=0, visible=True)
+        ],
+    )
+]
+
+OPTIONS = [
+    MenuOption(id=1, title="根 <i>", depth=0),
+    MenuOption(id=2, title="子 <i>", depth=1, ancestors=frozenset({1})),
+]
+
+ROLES = [RoleRow(id=1, name="<i>", description="<i>", menu_ids=frozenset({1}))]
+
+PRINCIPAL = Principal(user_id=1, name="<i>", is_superuser=False, role_ids=frozenset())
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {"title": "mservices", "version": "0"},
+    "paths": {
+        "/user/{id}": {
+            "get": {
+                "summary": "<i>",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/x/<i>"}}}},
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": {"$ref": "#/x/Read"}}},
+                    }
+                },
+            }
+        }
+    },
+    "components": {"schemas": {"Read": {"title": "<i>"}}},
+}
+
+NAMESPACES: dict[str, dict[str, Any]] = {
+    "base.html": {"menus": TREE},
+    "index.html": {"menus": TREE},
+    "login.html": {"menus": TREE, "error": "<i>", "name": "<i>", "next_url": "/<i>"},
+    "errors/error.html": {"menus": [], "status": 404, "message": "not <found>", "request_id": "r"},
+    "ui/nav.html": {"menus": TREE},
+    "ui/menu.html": {"menus": TREE},
+    "docs.html": {"menus": TREE, "document": DOCUMENT, "pretty": json.dumps},
+    "chat/room.html": {"menus": TREE, "room": "<i>", "me": "<i>", "title": "<i>"},
+    "chat/ticker.html": {"menus": TREE},
+    "admin/menus.html": {"menus": TREE, "tree": TREE, "options": OPTIONS},
+    "admin/menu_node.html": {"node": TREE[0], "options": OPTIONS, "first": True, "last": False},
+    "admin/roles.html": {"menus": TREE, "roles": ROLES, "options": OPTIONS},
+    "admin/users.html": {
+        "menus": TREE,
+        "users": [
+            UserRow(id=1, name="<i>", is_active=True, is_superuser=False, role_ids=frozenset({1}))
+        ],
+        "roles": ROLES,
+        "q": "<i>",
+        "count": 1,
+        "page": 2,
+        "pages": 3,
+        "back": "/admin/users?q=<i>",
+        "prev_url": "/admin/users?q=<i>",
+        "next_url": "/admin/users?q=<i>&page=3",
+    },
+}
+
+
+class _Connection:
+    """Just enough of an HTTP connection for a handler that only renders."""
+
+    def set_close_callback(self, callback: object) -> None:
+        return None
+
+
+def all_templates() -> list[str]:
+    return sorted(
+        str(path.relative_to(TEMPLATE_DIR)) for path in Path(TEMPLATE_DIR).rglob("*.html")
+    )
+
+
+def test_every_template_has_a_sample_namespace() -> None:
+    assert set(all_templates()) == set(NAMESPACES)
+
+
+@pytest.mark.parametrize("template", all_templates())
+def test_template_renders(template: str) -> None:
+    app = Application(
+        template_path=str(TEMPLATE_DIR),
+        static_path=str(STATIC_DIR),
+        static_url_prefix="/s/",
+        ui_modules=UI_MODULES,
+        cookie_secret="x" * 32,
+    )
+    request = HTTPServerRequest(
+        start_line=RequestStartLine("GET", "/", "HTTP/1.1"),
+        headers=HTTPHeaders({"Host": "localhost"}),
+        connection=_Connection(),  # type: ignore[arg-type]
+    )
+    handler = RequestHandler(app, request)
+    namespace = {"principal": PRINCIPAL, "flash": {"level": "success", "text": "<i>"}}
+    namespace.update(NAMESPACES[template])
+    html = handler.render_string(template, **namespace).decode()
+    assert html.strip()
+    assert "<i>" not in html and "<found>" not in html
