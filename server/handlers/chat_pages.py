@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.handlers.base import PageHandler
 from server.realtime.hub import DEFAULT_ROOM
-from server.realtime.websocket import ROOM_PATTERN
+from server.realtime.limits import ROOM_PATTERN
 from server.services import Services
 
 

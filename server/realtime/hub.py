@@ -1,8 +1,14 @@
 """The hub: rooms, presence, history and fan-out, knowing nothing of WebSocket or TCP.
 
 A member is anything with a ``user`` and a non-blocking ``send(payload)``; each frame is encoded
-once and the same string is handed to every member of the room (each member queues it and
-writes it at its own pace).
+once and the same string is handed to every member of the room in a row (a WebSocket member
+frames it once for all, ``frames.py``, and writes the bytes to its stream).
+
+Joining never reads the database once a room is in use: the hub keeps each room's last
+HISTORY_ON_JOIN messages in memory (``recent.py``), loaded once per room and then fed with every
+message it delivers, wherever it was published. A resume (``last_id``) is answered from memory
+when the gap lies inside that window, and from history (at most RESUME_LIMIT messages) when it
+reaches further back.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from server.realtime.bus import Bus
 from server.realtime.history import ChatHistory
 from server.realtime.ids import MessageIds
 from server.realtime.presence import Presence
+from server.realtime.recent import RecentMessages, message_fields
 
 HISTORY_ON_JOIN = 50
 RESUME_LIMIT = 200
@@ -40,16 +47,6 @@ def encode(kind: str, room: str, **fields: Any) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def message_fields(message: StoredMessage) -> dict[str, Any]:
-    """The frame fields of a stored message."""
-    return {
-        "user": message.user,
-        "text": message.text,
-        "ts": message.created_at.timestamp(),
-        "id": message.id,
-    }
-
-
 class Hub:
     """All rooms of this process, connected to the others through the bus."""
 
@@ -61,36 +58,28 @@ class Hub:
         self.history = history
         self.ids = ids or MessageIds()
         self._rooms: dict[str, set[Member]] = {}
+        self.recent = RecentMessages(history, HISTORY_ON_JOIN)
         self.delivered = 0
+        self.said = 0
         bus.subscribe(self.deliver)
 
     async def join(self, member: Member, room: str, *, last_id: int | None = None) -> None:
         """Add ``member`` to ``room``: send it history (or what it missed since ``last_id``) and
-        who is online; announce the user when this is their first connection there."""
-        members = self._rooms.setdefault(room, set())
-        members.add(member)
+        who is online; announce the user when this is their first connection there.
+
+        The member is added to the room as its history frame is sent, with no wait in between:
+        a message delivered before is in the history, one delivered after comes as a frame.
+        When history cannot be read (the database is away) the error propagates and the member
+        was never in the room.
+        """
         try:
-            if last_id is None:
-                messages = await self.history.recent(room, limit=HISTORY_ON_JOIN)
-                recovered = True
-            else:
-                messages = await self.history.recent(room, limit=RESUME_LIMIT + 1, after_id=last_id)
-                recovered = len(messages) <= RESUME_LIMIT
-                messages = messages[-RESUME_LIMIT:]
-            member.send(
-                encode(
-                    "history",
-                    room,
-                    messages=[message_fields(message) for message in messages],
-                    recovered=recovered,
-                )
-            )
+            history = await self._history_frame(room, last_id)
         except BaseException:
-            # Not joined after all: never counted in presence, so leave() must not find it.
-            members.discard(member)
-            if not members:
-                self._rooms.pop(room, None)
+            if room not in self._rooms:
+                self.recent.drop(room)  # nobody here: keep nothing of the room in memory
             raise
+        self._rooms.setdefault(room, set()).add(member)
+        member.send(history)
         if await self.presence.join(room, member.user):
             await self.bus.publish(room, encode("join", room, user=member.user, ts=time.time()))
         member.send(encode("presence", room, users=await self.presence.online(room)))
@@ -103,6 +92,7 @@ class Hub:
         members.discard(member)
         if not members:
             del self._rooms[room]
+            self.recent.drop(room)
         if await self.presence.leave(room, member.user):
             await self.bus.publish(room, encode("leave", room, user=member.user, ts=time.time()))
 
@@ -112,19 +102,64 @@ class Hub:
         message = StoredMessage(
             id=self.ids.next(), room=room, user=user, text=text, created_at=utcnow()
         )
+        self.said += 1
         self.history.record(message)
         await self.bus.publish(room, encode("message", room, **message_fields(message)))
         return message.id
+
+    async def resync(self) -> None:
+        """Publish who is online now in every room with a member here, as a ``presence`` frame
+        to every process's members of that room.
+
+        The bus awaits this after it (re)subscribes, once presence has written this process's
+        users back: joins and leaves published during an outage were lost, so members here and
+        elsewhere may hold a stale online list. Rooms are refreshed one by one; a failure is
+        left to the caller (the bus logs it and the next resubscription tries again).
+
+        Rooms in memory are dropped first: messages published during the outage never reached
+        this process, so the next join reads them from history.
+        """
+        self.recent.clear()
+        for room in self.rooms():
+            users = await self.presence.online(room)
+            await self.bus.publish(room, encode("presence", room, users=users))
 
     async def online(self, room: str) -> list[str]:
         """Who is in ``room`` (every process)."""
         return await self.presence.online(room)
 
     def deliver(self, room: str, payload: str) -> None:
-        """Hand an encoded frame to every local member of ``room`` (called by the bus)."""
-        for member in list(self._rooms.get(room, ())):
-            member.send(payload)
-            self.delivered += 1
+        """Hand an encoded frame to every local member of ``room`` (called by the bus), and
+        remember it when it is a message of a room in memory."""
+        self.recent.remember(room, payload)
+        members = self._rooms.get(room)
+        if members:
+            for member in list(members):
+                member.send(payload)
+            self.delivered += len(members)
+
+    async def _history_frame(self, room: str, last_id: int | None) -> str:
+        """The ``history`` frame of a join: the room's last messages, or those after
+        ``last_id`` (from memory when the gap is inside the window, else from history)."""
+        recent = await self.recent.room(room)
+        if last_id is None:
+            if recent.encoded is None:
+                recent.encoded = encode("history", room, messages=recent.messages, recovered=True)
+            return recent.encoded
+        messages = recent.after(last_id)
+        if messages is not None:
+            return encode("history", room, messages=messages, recovered=True)
+        stored = await self.history.recent(room, limit=RESUME_LIMIT + 1, after_id=last_id)
+        # Messages delivered during the read are in memory, maybe not in what was read.
+        merged = {message.id: message_fields(message) for message in stored}
+        merged.update((fields["id"], fields) for fields in recent.after(last_id) or ())
+        missed = [merged[key] for key in sorted(merged)]
+        return encode(
+            "history",
+            room,
+            messages=missed[-RESUME_LIMIT:],
+            recovered=len(stored) <= RESUME_LIMIT and len(missed) <= RESUME_LIMIT,
+        )
 
     def members(self, room: str) -> Iterable[Member]:
         """This process's members of ``room``."""

@@ -4,7 +4,10 @@
 publishing process hands its own frames to its hub at once (not through the Redis round trip)
 and skips their echo, so a Redis outage never stops chat between the members of one process.
 The subscriber reconnects with jittered backoff; frames published while it was away are lost
-(clients recover them from history), and every (re)subscription runs the resync callbacks.
+(clients recover them from history), and every (re)subscription runs the resync callbacks:
+presence writes this process's users back with fresh deadlines, then the hub publishes who is
+online in each of its rooms (joins and leaves of the outage were lost). Commands are tried once
+more when their pooled connection turns out to be dead (``retried``).
 
 ``RedisPresence`` keeps, per room, a hash ``{prefix}:presence:{room}`` mapping each user to the
 processes that hold them, each with a deadline in Redis server time. Lua scripts make "first
@@ -24,9 +27,10 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from server.realtime.bus import Deliver
@@ -37,6 +41,23 @@ CHANNEL = "mservices:chat"
 
 Callback = Callable[[], Awaitable[None]]
 """A coroutine function the bus awaits on every (re)subscription, or on close."""
+
+T = TypeVar("T")
+
+
+async def retried(command: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Await ``command(*args, **kwargs)``, and once more when its connection was found dropped.
+
+    After Redis restarts or cuts this process off, every pooled connection is dead but looks
+    idle; the first command on each fails (and disconnects it). Trying once more on a fresh
+    connection keeps the first frames and presence updates after an outage from being lost.
+    The client itself is not configured to retry: its pub/sub would then reconnect silently,
+    and the bus (like the invalidation listener) must see every resubscription to resync.
+    """
+    try:
+        return await command(*args, **kwargs)
+    except RedisConnectionError:
+        return await command(*args, **kwargs)
 
 
 class RedisBus:
@@ -72,7 +93,7 @@ class RedisBus:
         self._deliver(room, payload)
         message = json.dumps({"origin": self.origin, "room": room, "payload": payload})
         try:
-            await self._redis.publish(self._channel, message)
+            await retried(self._redis.publish, self._channel, message)
         except (RedisError, OSError) as error:
             self.unpublished += 1
             if self._outage is None:  # once per outage: chat is too busy to log every frame
@@ -280,8 +301,10 @@ class RedisPresence:
                 return False
             self._unregistered.discard((room, user))
             try:
-                first = await self._register(
-                    keys=[self.key(room)], args=[self.process_id, self._ttl_ms, user]
+                first = await retried(
+                    self._register,
+                    keys=[self.key(room)],
+                    args=[self.process_id, self._ttl_ms, user],
                 )
             except (RedisError, OSError) as error:
                 log.warning("presence of %r in %r not in Redis yet (%s)", user, room, error)
@@ -301,7 +324,9 @@ class RedisPresence:
             if not counts:
                 del self._rooms[room]
             try:
-                last = await self._unregister(keys=[self.key(room)], args=[self.process_id, user])
+                last = await retried(
+                    self._unregister, keys=[self.key(room)], args=[self.process_id, user]
+                )
             except (RedisError, OSError) as error:
                 self._unregistered.add((room, user))  # the next resync takes it out
                 log.warning("departure of %r from %r not in Redis yet (%s)", user, room, error)
@@ -312,7 +337,7 @@ class RedisPresence:
         """See Presence: every process's users (this process's alone when Redis is away)."""
         local = set(self._rooms.get(room, ()))
         try:
-            users = await self._online(keys=[self.key(room)])
+            users = await retried(self._online, keys=[self.key(room)])
         except (RedisError, OSError) as error:
             log.warning("presence of %r from this process only (%s)", room, error)
             return sorted(local)
@@ -326,8 +351,8 @@ class RedisPresence:
             users = list(counts)
             if not users:
                 continue
-            await self._register(
-                keys=[self.key(room)], args=[self.process_id, self._ttl_ms, *users]
+            await retried(
+                self._register, keys=[self.key(room)], args=[self.process_id, self._ttl_ms, *users]
             )
             # A departure that reached Redis while the refresh was on its way was undone by it.
             left = {(room, user) for user in users if not self._count(room, user)}
@@ -337,7 +362,9 @@ class RedisPresence:
                 if (room, user) not in self._unregistered:
                     continue
                 if not self._count(room, user):
-                    await self._unregister(keys=[self.key(room)], args=[self.process_id, user])
+                    await retried(
+                        self._unregister, keys=[self.key(room)], args=[self.process_id, user]
+                    )
                 self._unregistered.discard((room, user))
 
     async def start(self) -> None:

@@ -15,8 +15,8 @@ server ends its own with CRLF:
 - Once logged in the user is in room ``lobby``; every line is a message to the current room,
   except ``/who`` (who is online here), ``/join ROOM`` (leave this room for ROOM), ``/help`` and
   ``/quit``. Empty lines are ignored (and, like any input, keep the connection from going idle).
-  Room names, the length of a message and the rate limit are the WebSocket's (shared rooms,
-  shared rules): an error line per refused line, and the connection is closed after
+  Room names, the length of a message and the rate limit are the WebSocket's (``limits.py``:
+  shared rooms, shared rules): an error line per refused line, and the connection is closed after
   REFUSALS_BEFORE_CLOSE rate-limited lines in a row.
 - Server lines: ``[room] user: text`` for a message, ``* ...`` for notices (joins, leaves, who
   is online, history headers, goodbyes), ``! ...`` for errors.
@@ -52,7 +52,7 @@ from repositories.audit import AuditRepository
 from schemas.user import LoginRequest
 from server.accounts import InvalidCredentials, TooManyAttempts, password_login
 from server.realtime.hub import DEFAULT_ROOM
-from server.realtime.websocket import (
+from server.realtime.limits import (
     MAX_TEXT_CHARS,
     RATE_BURST,
     RATE_PER_SECOND,

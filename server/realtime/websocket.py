@@ -2,17 +2,23 @@
 
 The socket authenticates with the signed session cookie before the upgrade (401 without a valid
 session) and accepts the site's own origin plus ``settings.ws_origins`` (403 otherwise). Once
-open, the handler is a hub ``Member``: the hub hands it encoded frames through ``send``, which
-queues them on a bounded queue drained by one writer task, so a slow client costs at most
-SEND_QUEUE_LIMIT frames of memory and is then closed with 4008.
+open, the handler is a hub ``Member``: ``send`` writes the frame of each payload straight to the
+connection's stream (framed once per broadcast for every member, ``frames.py``; no queue, task
+or per-message wrapper). Only what the kernel has not taken yet is buffered, at most
+SEND_BUFFER_BYTES; a frame that would pass it closes the slow client with 4008. Error frames
+and closes go through the same stream, so they keep their order. Compression is never
+negotiated (every member gets the same bytes).
 
 Frames from the client are ``{"type": "message", "text": ...}`` or plain text (what the seed's
-page sends). Limits per connection: MAX_FRAME_BYTES per frame (Tornado closes with 1009),
-MAX_TEXT_CHARS per message, and a token bucket of RATE_PER_SECOND with a burst of RATE_BURST
-(an error frame per refused message, close 1008 after REFUSALS_BEFORE_CLOSE in a row).
+page sends). Limits per connection: MAX_FRAME_BYTES per frame (Tornado closes with 1009), and
+those shared with the TCP chat (``limits.py``): MAX_TEXT_CHARS per message, and a token bucket
+of RATE_PER_SECOND with a burst of RATE_BURST (an error frame per refused message, close 1008
+after REFUSALS_BEFORE_CLOSE in a row).
 
 Every open chat and ticker socket of a process is kept in ``open_sockets(services)`` so the
-runtime can close them all with 1001 on SIGTERM.
+runtime can close them all with 1001 on SIGTERM; chat sockets are also kept by session in
+``services.chat_sessions``, which closes them with 4001 when their session is logged out or
+revoked (``sessions.py``).
 """
 
 from __future__ import annotations
@@ -24,47 +30,45 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.websocket import WebSocketHandler
 
 from server.handlers.base import SESSION_COOKIE
 from server.logins import Login, TokenExpired
+from server.realtime.frames import FrameOnce, text_frame
 from server.realtime.hub import DEFAULT_ROOM, Hub, encode
+from server.realtime.limits import (
+    MAX_TEXT_CHARS,
+    RATE_BURST,
+    RATE_PER_SECOND,
+    REFUSALS_BEFORE_CLOSE,
+    ROOM_PATTERN,
+    TokenBucket,
+)
+from server.realtime.pings import PING_INTERVAL as PING_INTERVAL
+from server.realtime.sessions import ClosableSocket
 from server.services import Services
 from server.settings import Settings
 
 log = logging.getLogger("mservices.chat")
 
 MAX_FRAME_BYTES = 64 * 1024
-MAX_TEXT_CHARS = 2000
-RATE_PER_SECOND = 10.0
-RATE_BURST = 20
-REFUSALS_BEFORE_CLOSE = 10
-SEND_QUEUE_LIMIT = 256
-PING_INTERVAL = 25.0
+SEND_BUFFER_BYTES = 1024 * 1024
+"""Unsent bytes a chat socket may hold before it is closed as a slow consumer (4008): about
+what the former queue of 256 frames held at its worst."""
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SLOW_CONSUMER = 4008
 
-ROOM_PATTERN = re.compile(r"^[\w.-]{1,64}$")
-"""Room names: letters (any script), digits, ``_``, ``.`` and ``-``; the column holds 64."""
 LAST_ID_PATTERN = re.compile(r"^[0-9]{1,19}$")
 
 
 # -- the registry of open sockets (closed with 1001 at shutdown) ------------------------------
-
-
-class ClosableSocket(Protocol):
-    """An open WebSocket the registry can close."""
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Start the closing handshake with ``code``."""
 
 
 class OpenSockets:
@@ -164,29 +168,6 @@ def site_origin_allowed(handler: RequestHandler, settings: Settings, origin: str
     return origin_allowed(origin, handler.request.headers.get("Host", ""), settings.ws_origins)
 
 
-class TokenBucket:
-    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
-
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-
-    def take(self) -> bool:
-        """Spend one token; False when none is left."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 class FrameError(Exception):
     """A client frame that is not a message this socket accepts."""
 
@@ -217,73 +198,59 @@ def message_text(message: str | bytes) -> str:
     return text
 
 
-class _Utf8Once:
-    """UTF-8 bytes of the last payload seen: the hub hands one string to every member of a room
-    in a row, so the broadcast is encoded once, not once per connection."""
-
-    def __init__(self) -> None:
-        self._text: str | None = None
-        self._data = b""
-
-    def __call__(self, payload: str) -> bytes:
-        if payload is not self._text:
-            self._text, self._data = payload, payload.encode("utf-8")
-        return self._data
-
-
-utf8_once = _Utf8Once()
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """A queued instruction: close once every frame queued before it is written."""
-
-    code: int
-    reason: str
+frame_once = FrameOnce()
+"""The frame of the broadcast being handed out (the hub sends one string to a room in a row)."""
 
 
 # -- the chat socket --------------------------------------------------------------------------
 
 
 class ChatSocketHandler(WebSocketHandler):
-    """``/message?room=NAME&last_id=N``: the chat WebSocket of a logged-in browser."""
+    """``/message?room=NAME&last_id=N``: the chat WebSocket of a logged-in browser.
 
-    send_queue_limit: int = SEND_QUEUE_LIMIT
+    Per connection it keeps little beyond what Tornado needs: the services, the user, the room,
+    the session's token hash and a few flags (class attributes until they change); the rate
+    limiter is created with the first message, so an idle socket has none.
+    """
+
+    send_buffer_bytes: int = SEND_BUFFER_BYTES
     rate_per_second: float = RATE_PER_SECOND
     rate_burst: int = RATE_BURST
     services: Services
-    hub: Hub
-    login: Login
     user: str
-    room: str
-    last_id: int | None
+    token_hash: str
+    room: str = DEFAULT_ROOM
+    last_id: int | None = None
+    _bucket: TokenBucket | None = None
+    _refusals: int = 0
+    _joined: bool = False
+    _closing: bool = False
+    _closed: bool = False
 
     def initialize(self, services: Services) -> None:
         """Receive the process's services (route kwargs)."""
         self.services = services
-        self.hub = services.hub
-        self.room = DEFAULT_ROOM
-        self.last_id = None
-        self._sockets = open_sockets(services)
-        self._queue: asyncio.Queue[bytes | _Close] = asyncio.Queue(self.send_queue_limit)
-        self._writer: asyncio.Task[None] | None = None
-        self._bucket = TokenBucket(self.rate_per_second, self.rate_burst)
-        self._refusals = 0
-        self._joined = False
-        self._closing = False
-        self._closed = False
+
+    @property
+    def hub(self) -> Hub:
+        """The process's hub."""
+        return self.services.hub
 
     async def prepare(self) -> None:
         """Authenticate with the session cookie (401) and read the room and resume point (400)."""
         login = await session_login(self, self.services)
         if login is None:
             raise HTTPError(401, reason="Unauthorized")
-        self.login = login
+        self.token_hash = login.token_hash
         self.user = login.principal.name
+        # The request lives as long as the socket: let go of its parsed cookies (about 1.2 KB;
+        # Tornado parses them again if anyone asks).
+        self.request.__dict__.pop("_cookies", None)
         room = self.get_query_argument("room", DEFAULT_ROOM) or DEFAULT_ROOM
         if not ROOM_PATTERN.match(room):
             raise HTTPError(400, reason="Invalid room")
-        self.room = room
+        if room != DEFAULT_ROOM:
+            self.room = room
         last_id = self.get_query_argument("last_id", "")
         if last_id:
             if not LAST_ID_PATTERN.match(last_id):
@@ -294,6 +261,10 @@ class ChatSocketHandler(WebSocketHandler):
         """The site's own origin and ``settings.ws_origins``; Tornado answers 403 otherwise."""
         return site_origin_allowed(self, self.services.settings, origin)
 
+    def get_compression_options(self) -> None:
+        """Never compress: every member of a room is written the same frame bytes."""
+        return None
+
     @property
     def max_message_size(self) -> int:
         """At most MAX_FRAME_BYTES per frame, whatever the application allows elsewhere."""
@@ -302,47 +273,47 @@ class ChatSocketHandler(WebSocketHandler):
 
     @property
     def ping_interval(self) -> float | None:
-        """Ping every ``websocket_ping_interval`` seconds (PING_INTERVAL when unset)."""
-        interval: float | None = self.settings.get("websocket_ping_interval", PING_INTERVAL)
-        return interval
+        """None: Tornado's ping task per socket is off; ``services.chat_pings`` pings every
+        chat socket of the process from one task (every PING_INTERVAL seconds)."""
+        return None
+
+    def on_pong(self, data: bytes) -> None:
+        """The client answered a ping: it is alive."""
+        self.services.chat_pings.pong(self)
 
     async def open(self) -> None:
         """Join the room: the hub sends history (or what was missed) and who is online."""
-        self._sockets.add(self)
+        open_sockets(self.services).add(self)
+        self.services.chat_sessions.add(self.token_hash, self)
+        self.services.chat_pings.add(self)
         self.set_nodelay(True)
-        self._writer = asyncio.ensure_future(self._write_forever())
         try:
             await self.hub.join(self, self.room, last_id=self.last_id)
         except Exception:
             log.exception("joining %s failed for %s", self.room, self.user)
             self._refuse("unavailable", "the chat is unavailable; try again later")
-            self._close_after_queued(CLOSE_INTERNAL_ERROR, "chat unavailable")
+            self._close(CLOSE_INTERNAL_ERROR, "chat unavailable")
         # From here on closing leaves the room (a failed join is undone the same way).
         self._joined = True
         if self._closed:  # the connection went away while joining: on_close could not leave
             await self.hub.leave(self, self.room)
 
     def send(self, payload: str) -> None:
-        """Queue an encoded frame (hub ``Member``); a full queue closes the socket with 4008."""
-        if self._closing:
-            return
-        try:
-            self._queue.put_nowait(utf8_once(payload))
-        except asyncio.QueueFull:
-            log.warning("closing a slow chat consumer: %s in %s", self.user, self.room)
-            self._closing = True
-            while not self._queue.empty():  # release the backlog now, not when the socket dies
-                self._queue.get_nowait()
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+        """Write an encoded frame now (hub ``Member``); past SEND_BUFFER_BYTES unsent, close
+        the socket with 4008."""
+        if not self._closing:
+            self._write(frame_once(payload))
 
     async def on_message(self, message: str | bytes) -> None:
         """Publish a message to the room, or answer an error frame."""
         if self._closing:
             return
+        if self._bucket is None:
+            self._bucket = TokenBucket(self.rate_per_second, self.rate_burst)
         if not self._bucket.take():
             self._refusals += 1
             if self._refusals >= REFUSALS_BEFORE_CLOSE:
-                self._close_after_queued(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
+                self._close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
             else:
                 self._refuse(
                     "rate_limited",
@@ -359,35 +330,49 @@ class ChatSocketHandler(WebSocketHandler):
         await self.hub.say(self.user, self.room, text)
 
     def on_close(self) -> None:
-        """Stop writing and leave the room (in the background: presence may be remote)."""
+        """Leave the room (in the background: presence may be remote)."""
         self._closing = True
         self._closed = True
-        self._sockets.discard(self)
-        if self._writer is not None:
-            self._writer.cancel()
+        open_sockets(self.services).discard(self)
+        self.services.chat_sessions.discard(self.token_hash, self)
+        self.services.chat_pings.discard(self)
         if self._joined:
             self.services.spawn(self.hub.leave(self, self.room))
 
     def _refuse(self, code: str, text: str) -> None:
-        self.send(encode("error", self.room, code=code, text=text, ts=time.time()))
+        """Write an error frame (its own frame: the broadcast memo is left alone)."""
+        if not self._closing:
+            payload = encode("error", self.room, code=code, text=text, ts=time.time())
+            self._write(text_frame(payload.encode("utf-8")))
 
-    def _close_after_queued(self, code: int, reason: str) -> None:
-        """Close once what is already queued (error frames) has been written."""
-        if self._closing:
-            return
-        self._closing = True
-        try:
-            self._queue.put_nowait(_Close(code, reason))
-        except asyncio.QueueFull:
+    def _close(self, code: int, reason: str) -> None:
+        """Close after what was written before (the same stream keeps the order)."""
+        if not self._closing:
+            self._closing = True
             self.close(code, reason)
 
-    async def _write_forever(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if isinstance(item, _Close):
-                self.close(item.code, item.reason)
-                return
-            try:
-                await self.write_message(item)
-            except WebSocketClosedError:
-                return
+    def _write(self, frame: bytes) -> None:
+        """Write ``frame`` to the stream, or close a client that lets SEND_BUFFER_BYTES pile up.
+
+        The limit is set for this write only, and only when bytes are already waiting: a first
+        frame of any size (a long history) goes out, and Tornado's own control frames (pongs,
+        the close frame) are never refused. The write's future is not awaited; the stream
+        retrieves its error itself.
+        """
+        connection = self.ws_connection
+        if connection is None or connection.is_closing() or connection.stream is None:
+            return
+        stream = connection.stream
+        stream.max_write_buffer_size = self.send_buffer_bytes if stream.writing() else None
+        full = False
+        try:
+            stream.write(frame)
+        except StreamBufferFullError:
+            full = True
+        except StreamClosedError:
+            pass  # the connection is gone: on_close leaves the room
+        finally:
+            stream.max_write_buffer_size = None
+        if full:
+            log.warning("closing a slow chat consumer: %s in %s", self.user, self.room)
+            self._close(CLOSE_SLOW_CONSUMER, "slow consumer")

@@ -4,6 +4,7 @@ configured)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from repositories.chat import ChatRepository, StoredMessage
+from repositories.models import utcnow
 from server.realtime.bus import LocalBus
 from server.realtime.history import ChatHistory
 from server.realtime.hub import HISTORY_ON_JOIN, RESUME_LIMIT, Hub, encode
@@ -178,18 +180,24 @@ async def test_resume_sends_what_was_missed_after_the_last_id(
     assert [m["text"] for m in history_frame["messages"]] == ["missed 1", "missed 2"]
 
 
-async def test_resume_past_the_limit_sends_the_latest_and_says_not_recovered(
-    hub: Hub, history: ChatHistory
-) -> None:
+async def resume_after_missing(hub: Hub, history: ChatHistory, missed: int) -> dict[str, Any]:
+    """Say ``seen``, then ``missed`` more messages (stored); return the history frame of a join
+    resuming after ``seen``."""
     seen = await hub.say("bob", ROOM, "seen")
-    for number in range(RESUME_LIMIT + 1):
+    for number in range(missed):
         await hub.say("bob", ROOM, f"missed {number}")
     await history.flush()
     alice = FakeMember("alice")
-
     await hub.join(alice, ROOM, last_id=seen)
+    frame: dict[str, Any] = alice.frames()[0]
+    return frame
 
-    history_frame = alice.frames()[0]
+
+async def test_resume_past_the_limit_sends_the_latest_and_says_not_recovered(
+    hub: Hub, history: ChatHistory
+) -> None:
+    history_frame = await resume_after_missing(hub, history, RESUME_LIMIT + 1)
+
     assert history_frame["recovered"] is False
     texts = [m["text"] for m in history_frame["messages"]]
     assert texts == [f"missed {number}" for number in range(1, RESUME_LIMIT + 1)]
@@ -238,3 +246,193 @@ def test_encode_is_compact_json_that_keeps_text_as_typed() -> None:
         '{"type":"message","room":"lobby","user":"alice",'
         '"text":"<img src=x onerror=alert(1)> 你好"}'
     )
+
+
+async def test_resync_tells_every_member_of_every_local_room_who_is_online(hub: Hub) -> None:
+    alice, bob, carol = FakeMember("alice"), FakeMember("bob"), FakeMember("carol")
+    await hub.join(alice, ROOM)
+    await hub.join(bob, ROOM)
+    await hub.join(carol, "other")
+    await hub.leave(carol, "other")  # a room nobody is in any more gets nothing
+    for member in (alice, bob, carol):
+        member.take()
+
+    await hub.resync()
+
+    expected = {"type": "presence", "room": ROOM, "users": ["alice", "bob"]}
+    assert alice.frames() == bob.frames() == [expected]
+    assert carol.frames() == []
+
+
+# -- the window of recent messages in memory --------------------------------------------------
+
+
+@dataclass
+class Reads:
+    """How many times the chat table was read (every read still reaches the database)."""
+
+    count: int = 0
+    failures: int = 0
+    """Reads still to fail (as when the database is away) before they succeed again."""
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    """Count the reads of the chat table; each one is the real query."""
+    original = ChatRepository.recent
+    counter = Reads()
+
+    async def counted(
+        self: ChatRepository, room: str, *, limit: int, after_id: int | None = None
+    ) -> list[StoredMessage]:
+        counter.count += 1
+        if counter.failures:
+            counter.failures -= 1
+            raise ConnectionError("the database is away")
+        return await original(self, room, limit=limit, after_id=after_id)
+
+    monkeypatch.setattr(ChatRepository, "recent", counted)
+    return counter
+
+
+def texts(frame: dict[str, Any]) -> list[str]:
+    """The texts of a history frame's messages."""
+    return [message["text"] for message in frame["messages"]]
+
+
+def from_elsewhere(message_id: int, text: str) -> str:
+    """A message frame as another process publishes it (never stored by this one)."""
+    return encode("message", ROOM, user="zoe", text=text, ts=1.0, id=message_id)
+
+
+async def test_joins_arriving_together_read_the_room_once_and_later_joins_not_at_all(
+    hub: Hub, history: ChatHistory, reads: Reads
+) -> None:
+    for number in range(3):
+        await hub.say("bob", ROOM, f"m{number}")
+    await history.flush()
+    members = [FakeMember(f"user{number}") for number in range(20)]
+
+    await asyncio.gather(*(hub.join(member, ROOM) for member in members))
+    late = FakeMember("late")
+    await hub.join(late, ROOM)
+
+    assert reads.count == 1
+    assert hub.recent.loads == 1
+    for member in [*members, late]:
+        assert texts(member.frames()[0]) == ["m0", "m1", "m2"]
+
+
+async def test_messages_delivered_while_the_room_is_in_memory_reach_later_joins(
+    hub: Hub, reads: Reads
+) -> None:
+    bob = FakeMember("bob")
+    await hub.join(bob, ROOM)
+    for number in range(HISTORY_ON_JOIN + 10):
+        await hub.say("bob", ROOM, f"m{number}")
+    alice = FakeMember("alice")
+
+    await hub.join(alice, ROOM)
+
+    assert reads.count == 1, "only bob's join read the table"
+    assert texts(alice.frames()[0]) == [f"m{n}" for n in range(10, HISTORY_ON_JOIN + 10)]
+
+
+async def test_messages_from_other_processes_are_kept_in_id_order_and_once(
+    hub: Hub, reads: Reads
+) -> None:
+    bob = FakeMember("bob")
+    await hub.join(bob, ROOM)
+
+    for message_id, text in ((10, "first"), (30, "last"), (20, "between"), (20, "between")):
+        hub.deliver(ROOM, from_elsewhere(message_id, text))  # late and twice, as may happen
+    alice = FakeMember("alice")
+    await hub.join(alice, ROOM)
+
+    assert texts(alice.frames()[0]) == ["first", "between", "last"]
+    assert reads.count == 1
+
+
+async def test_a_resume_inside_the_window_is_answered_from_memory(hub: Hub, reads: Reads) -> None:
+    bob = FakeMember("bob")
+    await hub.join(bob, ROOM)
+    hub.deliver(ROOM, from_elsewhere(10, "seen"))
+    hub.deliver(ROOM, from_elsewhere(20, "only in memory"))
+    await hub.say("bob", ROOM, "after")
+    alice = FakeMember("alice")
+
+    await hub.join(alice, ROOM, last_id=10)
+
+    history_frame = alice.frames()[0]
+    assert texts(history_frame) == ["only in memory", "after"]
+    assert history_frame["recovered"] is True
+    assert reads.count == 1
+
+
+async def test_a_resume_reaching_before_the_window_reads_history(
+    hub: Hub, history: ChatHistory, reads: Reads
+) -> None:
+    await hub.join(FakeMember("bob"), ROOM)  # the room is in memory
+
+    history_frame = await resume_after_missing(hub, history, HISTORY_ON_JOIN + 1)
+
+    assert texts(history_frame) == [f"missed {n}" for n in range(HISTORY_ON_JOIN + 1)]
+    assert history_frame["recovered"] is True
+    assert reads.count == 2
+
+
+async def test_a_room_leaves_memory_with_its_last_local_member(hub: Hub, reads: Reads) -> None:
+    alice, bob = FakeMember("alice"), FakeMember("bob")
+    await hub.join(alice, ROOM)
+    await hub.join(bob, ROOM)
+    await hub.join(FakeMember("carol"), "elsewhere")
+    await hub.leave(alice, ROOM)
+    assert len(hub.recent) == 2
+
+    await hub.leave(bob, ROOM)
+    assert len(hub.recent) == 1
+    hub.deliver(ROOM, from_elsewhere(1, "nobody here"))  # not remembered
+    alice.take()
+    await hub.join(alice, ROOM)
+
+    assert reads.count == 3, "the room was read again"
+    assert texts(alice.frames()[0]) == []
+
+
+async def test_a_failed_load_fails_every_waiting_join_and_the_next_join_loads_again(
+    hub: Hub, history: ChatHistory, reads: Reads
+) -> None:
+    await hub.say("bob", ROOM, "kept")
+    await history.flush()
+    reads.failures = 1
+    waiting = [FakeMember(f"user{number}") for number in range(3)]
+
+    outcomes = await asyncio.gather(
+        *(hub.join(member, ROOM) for member in waiting), return_exceptions=True
+    )
+
+    assert [type(outcome) for outcome in outcomes] == [ConnectionError] * 3
+    assert reads.count == 1, "the waiting joins shared one load"
+    assert list(hub.members(ROOM)) == [] and len(hub.recent) == 0
+    alice = FakeMember("alice")
+    await hub.join(alice, ROOM)
+    assert texts(alice.frames()[0]) == ["kept"]
+    assert reads.count == 2
+
+
+async def test_resync_forgets_every_room_so_missed_messages_are_read_from_history(
+    hub: Hub, sessions: async_sessionmaker[AsyncSession], reads: Reads
+) -> None:
+    await hub.join(FakeMember("bob"), ROOM)
+    missed = StoredMessage(
+        id=hub.ids.next(), room=ROOM, user="zoe", text="sent during the outage", created_at=utcnow()
+    )
+    async with sessions() as session, session.begin():  # stored by another process
+        await ChatRepository(session).add_many([missed])
+
+    await hub.resync()
+    alice = FakeMember("alice")
+    await hub.join(alice, ROOM)
+
+    assert texts(alice.frames()[0]) == ["sent during the outage"]
+    assert reads.count == 2

@@ -26,18 +26,12 @@ from server.realtime.history import ChatHistory
 from server.realtime.hub import Hub
 from server.realtime.presence import LocalPresence
 from server.realtime.redis_bus import RedisBus, RedisPresence
-from server.services import open_services
+from server.services import Services, open_services
 from tests.conftest import make_settings
-from tests.server.security.conftest import ScratchRedis, scratch_redis
+from tests.server.realtime.conftest import app_prefix, delete_keys
+from tests.server.security.conftest import ScratchRedis
 
 ROOM = "lobby"
-
-
-@pytest.fixture
-async def redis_scratch() -> AsyncIterator[ScratchRedis]:
-    """A private namespace on the test Redis: channel and keys under its prefix."""
-    async with scratch_redis() as scratch:
-        yield scratch
 
 
 @pytest.fixture
@@ -117,12 +111,21 @@ async def until(condition: Callable[[], bool], *, within: float = 1.0) -> bool:
     return condition()
 
 
+async def kill_connections(
+    redis_scratch: ScratchRedis, name: str, *, pubsub_only: bool = False
+) -> int:
+    """Cut the connections (or only the pub/sub ones) of the client called ``name``, and no one
+    else's (``CLIENT KILL ID``: the server is shared); returns how many were cut."""
+    clients = await redis_scratch.client.client_list(_type="pubsub" if pubsub_only else None)
+    ours = [client["id"] for client in clients if client.get("name") == name]
+    for client_id in ours:
+        await redis_scratch.client.client_kill_filter(_id=client_id)
+    return len(ours)
+
+
 async def kill_subscriber(redis_scratch: ScratchRedis, name: str) -> None:
     """Cut the pub/sub connection of the client called ``name``, and no one else's."""
-    clients = await redis_scratch.client.client_list(_type="pubsub")
-    ours = [client["id"] for client in clients if client.get("name") == name]
-    assert len(ours) == 1
-    await redis_scratch.client.client_kill_filter(_id=ours[0])
+    assert await kill_connections(redis_scratch, name, pubsub_only=True) == 1
 
 
 def client_name(redis_scratch: ScratchRedis) -> str:
@@ -552,6 +555,55 @@ async def test_two_hubs_share_messages_and_presence_through_redis(
     assert ada_on_a.kinds("leave") == []
 
 
+# -- a process cut off from Redis -----------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_a_process_whose_redis_connections_are_cut_restores_presence_and_delivery(
+    tmp_path: Path, sqlite_url: str, redis_scratch: ScratchRedis, closing: AsyncExitStack
+) -> None:
+    name = client_name(redis_scratch)
+    prefix = app_prefix(redis_scratch)
+    closing.push_async_callback(delete_keys, redis_scratch, prefix)  # runs after the closes
+    opened: list[Services] = []
+    for label, query in (("a", f"?client_name={name}"), ("b", "")):
+        settings = make_settings(
+            tmp_path / label, sqlite_url, redis_url=redis_scratch.url + query, redis_prefix=prefix
+        )
+        services = await open_services(settings)
+        closing.push_async_callback(services.close)
+        assert isinstance(services.hub.bus, RedisBus)
+        await asyncio.wait_for(services.hub.bus.subscribed.wait(), timeout=5)
+        opened.append(services)
+    a, b = (services.hub for services in opened)
+    ada, bob = FakeMember("ada"), FakeMember("bob")
+    await a.join(ada, ROOM)
+    await b.join(bob, ROOM)
+    assert await received(ada, "join", 2)
+    key = f"{prefix}:presence:{ROOM}"
+    await redis_scratch.client.hdel(key, "ada")  # as if Redis lost it during the outage
+    assert await b.online(ROOM) == ["bob"]
+    seen = len(ada.kinds("presence")), len(bob.kinds("presence"))
+
+    # The chat subscriber, the invalidation subscriber and the pooled connections of A.
+    assert await kill_connections(redis_scratch, name) >= 3
+
+    assert await until(lambda: len(ada.kinds("presence")) > seen[0], within=5.0)
+    assert ada.kinds("presence")[-1]["users"] == ["ada", "bob"], "told locally"
+    assert await until(lambda: len(bob.kinds("presence")) > seen[1], within=5.0)
+    assert bob.kinds("presence")[-1]["users"] == ["ada", "bob"], "told through Redis"
+    assert await b.online(ROOM) == ["ada", "bob"]
+    assert await redis_scratch.client.hget(key, "ada") is not None
+    assert await redis_scratch.client.pttl(key) > 0, "presence keys expire"
+
+    await a.say("ada", ROOM, "from a after the outage")
+    assert await received(bob, "message")
+    assert bob.kinds("message")[-1]["text"] == "from a after the outage"
+    await b.say("bob", ROOM, "from b after the outage")
+    assert await received(ada, "message", 2)
+    assert ada.kinds("message")[-1]["text"] == "from b after the outage"
+
+
 # -- services ------------------------------------------------------------------------------
 
 
@@ -559,7 +611,7 @@ async def test_two_hubs_share_messages_and_presence_through_redis(
 async def test_services_choose_the_redis_bus_and_presence_when_redis_is_configured(
     tmp_path: Path, sqlite_url: str, redis_scratch: ScratchRedis
 ) -> None:
-    prefix = redis_scratch.prefix.replace(":", "-") + "app"  # colons are not allowed here
+    prefix = app_prefix(redis_scratch)
     settings = make_settings(tmp_path, sqlite_url, redis_url=redis_scratch.url, redis_prefix=prefix)
     before = asyncio.all_tasks()
     services = await open_services(settings)

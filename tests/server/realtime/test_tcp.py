@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from repositories.users import UserRepository
+from server.realtime.limits import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
 from server.realtime.tcp import LINE_LIMIT, TcpChatServer, render
-from server.realtime.websocket import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
 from server.services import Services
 from server.settings import Settings
 from tests.conftest import make_settings

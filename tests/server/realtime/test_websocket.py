@@ -27,22 +27,20 @@ from repositories.users import UserRepository
 from server.handlers.base import SESSION_COOKIE
 from server.realtime import hub as hub_module
 from server.realtime.hub import encode
+from server.realtime.limits import MAX_TEXT_CHARS, RATE_BURST, REFUSALS_BEFORE_CLOSE
 from server.realtime.websocket import (
     MAX_FRAME_BYTES,
-    MAX_TEXT_CHARS,
-    RATE_BURST,
-    REFUSALS_BEFORE_CLOSE,
     ChatSocketHandler,
     FrameError,
-    TokenBucket,
     message_text,
     open_sockets,
     origin_allowed,
-    utf8_once,
 )
 from server.services import Services
 from server.settings import Settings
-from tests.conftest import Client, Response, make_settings
+from tests.conftest import Client, make_settings
+from tests.server.handlers.test_user import PASSWORD, bearer, login, register
+from tests.server.realtime.conftest import form_login, form_logout
 
 ROOM = "lobby"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -58,16 +56,6 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     return make_settings(tmp_path, sqlite_url, ws_origins=[PARTNER])
 
 
-def cookie_value(response: Response, name: str) -> str:
-    """The value ``response`` sets for cookie ``name``."""
-    for header in response.headers.get_list("Set-Cookie"):
-        pair = header.split(";", 1)[0]
-        key, _, value = pair.partition("=")
-        if key.strip() == name and value:
-            return value
-    raise AssertionError(f"no {name} cookie in {response.headers.get_list('Set-Cookie')}")
-
-
 LogIn = Callable[[str], Awaitable[str]]
 
 
@@ -81,18 +69,7 @@ def log_in(client: Client, services: Services) -> LogIn:
             await UserRepository(session).add(
                 name=name, password_hash=await services.passwords.hash(password)
             )
-        form = await client.get("/login")
-        xsrf = cookie_value(form, "_xsrf")
-        response = await client.post(
-            "/login",
-            body=urlencode({"name": name, "pwd": password, "next": "/", "_xsrf": xsrf}),
-            headers={
-                "Cookie": f"_xsrf={xsrf}",
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-        )
-        assert response.status == 302, response.text
-        return f"{SESSION_COOKIE}={cookie_value(response, SESSION_COOKIE)}"
+        return await form_login(client, name, password)
 
     return create_and_log_in
 
@@ -450,12 +427,14 @@ async def test_resuming_past_the_limit_says_the_gap_was_not_fully_recovered(
     assert texts[-1] == f"missed {missed - 1}"
 
 
+async def unavailable(*args: object, **kwargs: object) -> None:
+    """History's read when the database is away."""
+    raise ConnectionError("the database is away")
+
+
 async def test_a_join_that_fails_answers_an_error_frame_and_closes_with_1011(
     monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect, log_in: LogIn
 ) -> None:
-    async def unavailable(*args: object, **kwargs: object) -> None:
-        raise ConnectionError("the database is away")
-
     alice_cookie = await log_in("alice")
     monkeypatch.setattr(services.hub.history, "recent", unavailable)
     alice = await connect(alice_cookie)
@@ -465,6 +444,97 @@ async def test_a_join_that_fails_answers_an_error_frame_and_closes_with_1011(
     assert [json.loads(frame)["code"] for frame in frames] == ["unavailable"]
     assert code == 1011
     await members_settled(services, ROOM, 0)
+
+
+async def test_a_burst_of_joins_reads_the_room_from_the_database_once(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    await services.hub.say("bob", ROOM, "before the burst")
+    await history_written(services)
+    cookie = await log_in("alice")
+
+    sockets = await asyncio.gather(*(connect(cookie) for _ in range(10)))
+    histories = [(await socket.joined())[0] for socket in sockets]
+
+    assert services.hub.recent.loads == 1
+    assert all(
+        [message["text"] for message in history["messages"]] == ["before the burst"]
+        for history in histories
+    )
+
+
+async def test_after_a_failed_join_the_next_join_reads_the_room_again(
+    monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    await services.hub.say("bob", ROOM, "kept")
+    await history_written(services)
+    cookie = await log_in("alice")
+    with monkeypatch.context() as patch:
+        patch.setattr(services.hub.history, "recent", unavailable)
+        code, _ = await (await connect(cookie)).closed()
+    assert code == 1011
+
+    history, _, _ = await (await connect(cookie)).joined()
+
+    assert [message["text"] for message in history["messages"]] == ["kept"]
+
+
+async def test_compression_is_never_negotiated_even_when_the_client_offers_it(
+    client: Client, log_in: LogIn
+) -> None:
+    request = HTTPRequest(
+        ws_url(client, "/message"),
+        headers={"Origin": client.base_url, "Cookie": await log_in("alice")},
+        request_timeout=WAIT,
+    )
+    connection = await asyncio.wait_for(websocket_connect(request, compression_options={}), WAIT)
+    try:
+        socket = Socket(connection)
+        await socket.joined()
+        message, _ = await socket.own_message("plain")
+    finally:
+        connection.close()
+
+    assert connection.headers is not None
+    assert "Sec-WebSocket-Extensions" not in connection.headers
+    assert message["text"] == "plain"
+
+
+async def test_a_first_frame_larger_than_the_send_buffer_is_still_written(
+    monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    monkeypatch.setattr(ChatSocketHandler, "send_buffer_bytes", 1024)
+    for number in range(20):
+        await services.hub.say("bob", ROOM, f"{number} " + "字" * 100)
+    alice = await connect(await log_in("alice"))
+
+    history, _, _ = await alice.joined()
+
+    assert len(json.dumps(history, ensure_ascii=False).encode("utf-8")) > 1024
+    assert len(history["messages"]) == 20
+    _, _ = await alice.own_message("still open")
+
+
+async def test_one_task_pings_every_chat_socket_and_an_answering_client_stays_open(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+    [handler] = [
+        socket for socket in open_sockets(services) if isinstance(socket, ChatSocketHandler)
+    ]
+    assert handler.ws_connection is not None
+    assert handler.ping_interval is None, "no ping task per socket"
+    assert len(services.chat_pings) == 1
+
+    for _ in range(3):  # each sweep closes a socket that did not answer the one before
+        assert services.chat_pings.sweep() == 0
+        await eventually(lambda: not services.chat_pings._waiting.get(handler, True), "the pong")
+    _, before = await alice.own_message("still open")
+
+    assert before == []
+    alice.close()
+    await eventually(lambda: len(services.chat_pings) == 0, "the socket to be forgotten")
 
 
 # -- limits -----------------------------------------------------------------------------------
@@ -520,7 +590,7 @@ async def test_flooding_gets_error_frames_then_close_1008(
     monkeypatch: pytest.MonkeyPatch, connect: Connect, log_in: LogIn
 ) -> None:
     # No refill during the test, so the count is exact however slow the machine is; the refill
-    # rate itself is tested on TokenBucket.
+    # rate itself is tested on TokenBucket (test_limits.py).
     monkeypatch.setattr(ChatSocketHandler, "rate_per_second", 0.001)
     alice = await connect(await log_in("alice"))
     await alice.joined()
@@ -534,19 +604,6 @@ async def test_flooding_gets_error_frames_then_close_1008(
     assert kinds == ["message"] * RATE_BURST + ["error"] * (REFUSALS_BEFORE_CLOSE - 1)
     assert json.loads(frames[-1])["code"] == "rate_limited"
     assert code == 1008
-
-
-def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
-    now = [0.0]
-    bucket = TokenBucket(10.0, 20, clock=lambda: now[0])
-
-    assert all(bucket.take() for _ in range(20))
-    assert not bucket.take()
-    now[0] += 0.1
-    assert bucket.take()
-    assert not bucket.take()
-    now[0] += 100.0
-    assert sum(bucket.take() for _ in range(30)) == 20
 
 
 async def test_a_slow_consumer_is_closed_with_4008_while_a_fast_one_keeps_up(
@@ -620,14 +677,6 @@ def test_message_text_accepts_json_messages_and_plain_text() -> None:
             message_text(frame)
 
 
-def test_a_broadcast_is_encoded_to_utf8_once() -> None:
-    payload = encode("message", ROOM, text="一次")
-    first = utf8_once(payload)
-    assert utf8_once(payload) is first
-    assert first == payload.encode("utf-8")
-    assert utf8_once(encode("message", ROOM, text="二次")) is not first
-
-
 # -- shutdown ---------------------------------------------------------------------------------
 
 
@@ -649,6 +698,42 @@ async def test_close_all_closes_every_socket_with_1001_and_announces_the_leave(
     assert closed == 2 and len(registry) == 0
     await members_settled(services, ROOM, 0)
     assert await services.hub.online(ROOM) == []
+
+
+async def test_logging_out_closes_that_sessions_sockets_with_4001_and_no_one_elses(
+    services: Services, client: Client, connect: Connect, log_in: LogIn
+) -> None:
+    alice_session = await log_in("alice")
+    alice, alice_tab = await connect(alice_session), await connect(alice_session, room="other")
+    bob = await connect(await log_in("bob"))
+    for socket in (alice, alice_tab, bob):
+        await socket.joined()
+    assert len(services.chat_sessions) == 3
+
+    await form_logout(client, alice_session)
+
+    assert [(await alice.closed())[0], (await alice_tab.closed())[0]] == [4001, 4001]
+    await bob.own_message("still connected")
+    assert len(services.chat_sessions) == 1
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(alice_session)
+    assert refused.value.code == 401
+
+
+async def test_revoking_the_browser_session_from_another_session_closes_its_socket_with_4001(
+    client: Client, connect: Connect
+) -> None:
+    await register(client, "alice")
+    browser = await connect(await form_login(client, "alice", PASSWORD))
+    await browser.joined()
+    token = await login(client, "alice")
+    listed = await client.get("/user/sessions", headers=bearer(token))
+    [other] = [item for item in listed.json()["items"] if not item["current"]]
+
+    revoked = await client.request("DELETE", f"/user/sessions/{other['id']}", headers=bearer(token))
+
+    assert revoked.status == 200, revoked.text
+    assert (await browser.closed())[0] == 4001
 
 
 # -- the pages --------------------------------------------------------------------------------
