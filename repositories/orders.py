@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from repositories.errors import NotFound
+from repositories.errors import Conflict, NotFound
 from repositories.models import Goods, Order
 
 ORDER_STATUSES = ("placed", "cancelled")
@@ -48,6 +49,53 @@ class OrderRepository:
         if order is None:
             raise NotFound(f"order {order_id} does not exist", code="order_not_found")
         return order
+
+    async def get_owned(self, order_id: int, user_id: int) -> tuple[Order, Goods]:
+        """The user's order with this id and its goods; another user's order is NotFound too,
+        so its existence is not revealed."""
+        query = (
+            select(Order, Goods)
+            .join(Goods, Goods.id == Order.goods_id)
+            .where(Order.id == order_id, Order.user_id == user_id)
+        )
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            raise NotFound(f"order {order_id} does not exist", code="order_not_found")
+        order, goods = row
+        return order, goods
+
+    async def list_with_goods(self, user_id: int, *, limit: int) -> list[tuple[Order, Goods]]:
+        """The user's newest ``limit`` orders, each with its goods."""
+        query = (
+            select(Order, Goods)
+            .join(Goods, Goods.id == Order.goods_id)
+            .where(Order.user_id == user_id)
+            .order_by(Order.created_at.desc(), Order.id.desc())
+            .limit(limit)
+        )
+        return [(order, goods) for order, goods in await self.session.execute(query)]
+
+    async def count_for_user(self, user_id: int) -> int:
+        """How many orders the user has."""
+        query = select(func.count()).select_from(Order).where(Order.user_id == user_id)
+        return int(await self.session.scalar(query) or 0)
+
+    async def cancel(self, order_id: int, user_id: int) -> tuple[Order, Goods]:
+        """Cancel the user's placed order in one conditional UPDATE (two concurrent cancels
+        cannot both succeed); an order already cancelled is a Conflict, another user's or a
+        missing one NotFound."""
+        statement = (
+            update(Order)
+            .where(Order.id == order_id, Order.user_id == user_id, Order.status == "placed")
+            .values(status="cancelled")
+            .execution_options(synchronize_session=False)
+        )
+        result = cast(CursorResult[Any], await self.session.execute(statement))
+        order, goods = await self.get_owned(order_id, user_id)
+        if result.rowcount == 0:
+            raise Conflict(f"order {order_id} is already cancelled", code="order_already_cancelled")
+        await self.session.refresh(order, ["status"])
+        return order, goods
 
     async def list_for_user(self, user_id: int) -> Sequence[Order]:
         """The user's orders, newest first."""

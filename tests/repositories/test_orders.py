@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from repositories.errors import NotFound
+from repositories.errors import Conflict, NotFound
 from repositories.models import Goods, User
 from repositories.orders import ORDER_STATUSES, OrderRepository
 from repositories.users import UserRepository
@@ -115,11 +116,12 @@ async def test_ordering_unknown_goods_is_not_found(session: AsyncSession) -> Non
 async def test_an_unknown_order_is_not_found(session: AsyncSession) -> None:
     orders = OrderRepository(session)
 
-    for call in (
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: orders.get(NO_SUCH_ID),
         lambda: orders.set_status(NO_SUCH_ID, "cancelled"),
         lambda: orders.set_review(NO_SUCH_ID, "great"),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(NotFound) as missing:
             await call()
         assert missing.value.code == "order_not_found"
@@ -244,3 +246,82 @@ async def test_deleting_a_user_deletes_their_orders_but_not_the_goods(
         assert await repository.list_for_user(alice.id) == []
         assert [order.id for order in await repository.list_for_user(bob.id)] == [bobs.id]
         assert [goods.id for goods in await repository.list_goods()] == [abacus.id]
+
+
+async def test_an_owned_order_reads_back_with_its_goods_and_no_one_elses(
+    session: AsyncSession,
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    bob = await add_user(session, "bob")
+    abacus = await add_goods(orders, "abacus", "12.50")
+    order = await orders.add(user_id=alice.id, goods_id=abacus.id)
+
+    owned, goods = await orders.get_owned(order.id, alice.id)
+
+    assert (owned.id, goods.id, goods.price) == (order.id, abacus.id, Decimal("12.50"))
+    for order_id, user_id in ((order.id, bob.id), (NO_SUCH_ID, alice.id)):
+        with pytest.raises(NotFound) as missing:
+            await orders.get_owned(order_id, user_id)
+        assert missing.value.code == "order_not_found"
+
+
+async def test_orders_with_goods_are_listed_newest_first_limited_and_counted(
+    session: AsyncSession,
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    bob = await add_user(session, "bob")
+    abacus = await add_goods(orders, "abacus")
+    zither = await add_goods(orders, "zither")
+    placed = [
+        await orders.add(user_id=alice.id, goods_id=goods.id) for goods in (abacus, zither, abacus)
+    ]
+    await orders.add(user_id=bob.id, goods_id=zither.id)
+
+    listed = await orders.list_with_goods(alice.id, limit=2)
+
+    assert [(order.id, goods.name) for order, goods in listed] == [
+        (placed[2].id, "abacus"),
+        (placed[1].id, "zither"),
+    ]
+    assert await orders.count_for_user(alice.id) == 3
+    assert await orders.count_for_user(bob.id) == 1
+    assert await orders.list_with_goods(NO_SUCH_ID, limit=5) == []
+    assert await orders.count_for_user(NO_SUCH_ID) == 0
+
+
+async def test_cancel_cancels_a_placed_order_once(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    abacus = await add_goods(orders, "abacus")
+    order = await orders.add(user_id=alice.id, goods_id=abacus.id)
+    other = await orders.add(user_id=alice.id, goods_id=abacus.id)
+
+    cancelled, goods = await orders.cancel(order.id, alice.id)
+
+    assert (cancelled.status, goods.id) == ("cancelled", abacus.id)
+    with pytest.raises(Conflict) as twice:
+        await orders.cancel(order.id, alice.id)
+    assert twice.value.code == "order_already_cancelled"
+    await session.commit()
+    async with sessions() as fresh:
+        assert (await OrderRepository(fresh).get(order.id)).status == "cancelled"
+        assert (await OrderRepository(fresh).get(other.id)).status == "placed"
+
+
+async def test_cancelling_another_users_or_a_missing_order_is_not_found(
+    session: AsyncSession,
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    bob = await add_user(session, "bob")
+    order = await orders.add(user_id=alice.id, goods_id=(await add_goods(orders, "abacus")).id)
+
+    for order_id, user_id in ((order.id, bob.id), (NO_SUCH_ID, alice.id)):
+        with pytest.raises(NotFound):
+            await orders.cancel(order_id, user_id)
+
+    assert (await orders.get(order.id)).status == "placed"

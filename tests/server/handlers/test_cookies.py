@@ -1,0 +1,112 @@
+"""/cookie (seed §1.3): lists, sets and clears cookies; escaped, XSRF-protected, and the cookies
+mservices manages itself cannot be touched."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from server.handlers.base import SESSION_COOKIE
+from tests.conftest import Client
+from tests.server.handlers.test_admin_pages import Browser, flash_of
+from tests.server.handlers.test_user import PASSWORD, register
+
+HOSTILE_VALUE = "<script>alert(1)</script>"
+
+
+def cookie_rows(page: str) -> dict[str, str]:
+    """The name/value table of the page, still escaped."""
+    rows = re.findall(r"<tr>\s*<td><code>(.*?)</code></td>\s*<td><code>(.*?)</code></td>", page)
+    return dict(rows)
+
+
+async def test_the_page_lists_the_cookies_sent_with_values_escaped(client: Client) -> None:
+    response = await client.get("/cookie", headers={"Cookie": f'theme=dark; odd="{HOSTILE_VALUE}"'})
+
+    assert response.status == 200
+    rows = cookie_rows(response.text)
+    assert rows["theme"] == "dark"
+    assert rows["odd"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert HOSTILE_VALUE not in response.text
+
+
+async def test_a_cookie_is_set_then_listed_then_cleared(client: Client) -> None:
+    browser = Browser(client)
+    flash = await browser.act("/cookie", {"action": "set", "name": "theme", "value": "dark"})
+    assert flash.text == "cookie theme set"
+    assert browser.cookies["theme"] == "dark"
+    assert cookie_rows((await browser.get("/cookie")).text)["theme"] == "dark"
+
+    flash = await browser.act("/cookie", {"action": "clear", "name": "theme"})
+
+    assert flash.text == "cookie theme cleared"
+    assert "theme" not in browser.cookies
+    assert "theme" not in cookie_rows((await browser.get("/cookie")).text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"action": "set", "name": "", "value": "x"}, "cookie name"),
+        ({"action": "set", "name": "a b", "value": "x"}, "cookie name"),
+        ({"action": "set", "name": "<b>", "value": "x"}, "cookie name"),
+        ({"action": "set", "name": "ok", "value": "has space"}, "cookie value"),
+        ({"action": "set", "name": "ok", "value": "a;b=c"}, "cookie value"),
+        ({"action": "set", "name": "ok", "value": "中文"}, "cookie value"),
+        ({"action": "set", "name": "ok", "value": "x" * 257}, "cookie value"),
+        ({"action": "clear", "name": "a=b"}, "cookie name"),
+        ({"action": "eat", "name": "ok"}, "choose set or clear"),
+    ],
+)
+async def test_an_invalid_cookie_is_refused_with_400_and_the_reason(
+    client: Client, fields: dict[str, str], reason: str
+) -> None:
+    browser = Browser(client)
+
+    response = await browser.post("/cookie", fields)
+
+    assert response.status == 400
+    assert reason in response.text
+    assert "ok" not in browser.cookies
+
+
+@pytest.mark.parametrize("name", [SESSION_COOKIE, "mservices_flash", "_xsrf"])
+@pytest.mark.parametrize("action", ["set", "clear"])
+async def test_the_cookies_mservices_manages_cannot_be_set_or_cleared(
+    client: Client, name: str, action: str
+) -> None:
+    await register(client, "alice")
+    browser = Browser(client)
+    await browser.login("alice", PASSWORD)
+    session = browser.cookies[SESSION_COOKIE]
+
+    response = await browser.post("/cookie", {"action": action, "name": name, "value": "x"})
+
+    assert response.status == 400
+    assert "managed by mservices" in response.text
+    assert browser.cookies[SESSION_COOKIE] == session
+    assert "_xsrf" in browser.cookies
+    assert browser.cookies.get(name) != "x"
+    page = await browser.get("/cookie")
+    assert "(hidden: HttpOnly)" in page.text, "the session cookie is listed without its value"
+    assert browser.cookies[SESSION_COOKIE] not in page.text
+
+
+async def test_a_form_without_the_xsrf_token_is_refused(client: Client) -> None:
+    browser = Browser(client)
+    await browser.get("/cookie")
+
+    response = await browser.post(
+        "/cookie", {"action": "set", "name": "theme", "value": "x"}, xsrf=False
+    )
+
+    assert response.status == 403
+    assert "theme" not in browser.cookies
+
+
+async def test_the_set_form_carries_the_xsrf_field(client: Client) -> None:
+    page = await client.get("/cookie")
+
+    assert page.text.count('name="_xsrf"') == 1
+    assert flash_of(page) is None

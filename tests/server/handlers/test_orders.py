@@ -1,0 +1,315 @@
+"""Orders (seed §2): GET /api/orders, the /orders page and /order/{action}/{id}: cancel, buy
+again, review; owner only, every refusal, HTML for browsers and JSON on request."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from repositories.orders import OrderRepository
+from repositories.users import UserRepository
+from server.services import Services
+from tests.conftest import Client, Response
+from tests.server.handlers.test_admin_api import assert_error
+from tests.server.handlers.test_admin_pages import Browser
+from tests.server.handlers.test_user import PASSWORD, bearer, login, register
+
+JSON = {"Accept": "application/json"}
+
+
+async def place(services: Services, name: str, goods: str, count: int = 1) -> list[int]:
+    """``count`` orders of ``goods`` (created if missing) for the user ``name``."""
+    async with services.sessions() as session, session.begin():
+        orders = OrderRepository(session)
+        item = await orders.get_goods_by_name(goods) or await orders.add_goods(
+            name=goods, author="cxk", price=Decimal("190.00")
+        )
+        user = await UserRepository(session).get_by_name(name)
+        assert user is not None
+        placed = [await orders.add(user_id=user.id, goods_id=item.id) for _ in range(count)]
+        return [order.id for order in placed]
+
+
+@pytest.fixture
+async def alice(client: Client) -> str:
+    """The token of alice, who has no orders yet."""
+    await register(client, "alice")
+    return await login(client, "alice")
+
+
+async def act(client: Client, token: str, action: int, order_id: int, body: Any = None) -> Response:
+    """POST one order action as a JSON client."""
+    return await client.post(
+        f"/order/{action}/{order_id}",
+        json_body=body,
+        body=None if body is not None else b"",
+        headers={**bearer(token), **JSON},
+    )
+
+
+async def listed(client: Client, token: str) -> dict[str, Any]:
+    response = await client.get("/api/orders", headers=bearer(token))
+    assert response.status == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# -- GET /api/orders and the /orders page ------------------------------------------------------
+
+
+async def test_the_api_lists_only_the_callers_orders_newest_first(
+    client: Client, services: Services, alice: str
+) -> None:
+    await register(client, "bob")
+    first, second = await place(services, "alice", "Python高级开发", 2)
+    await place(services, "bob", "Python高级开发")
+
+    body = await listed(client, alice)
+
+    assert body["count"] == 2
+    assert [item["id"] for item in body["items"]] == [second, first]
+    assert body["items"][0] | {"created_at": None} == {
+        "id": second,
+        "goods_id": body["items"][0]["goods_id"],
+        "goods_name": "Python高级开发",
+        "price": "190.00",
+        "status": "placed",
+        "review": None,
+        "created_at": None,
+    }
+
+
+async def test_the_api_needs_a_login(client: Client) -> None:
+    assert_error(await client.get("/api/orders"), 401, "not_authenticated")
+    assert_error(await client.get("/api/orders", headers=bearer("nope")), 401, "invalid_token")
+
+
+async def test_the_orders_page_lists_the_callers_orders_escaped(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "<b>Tornado</b>")
+    browser = Browser(client)
+    await browser.login("alice", PASSWORD)
+
+    page = await browser.get("/orders")
+
+    assert page.status == 200
+    assert "&lt;b&gt;Tornado&lt;/b&gt;" in page.text and "<b>Tornado</b>" not in page.text
+    for action in (1, 2, 3):
+        assert f'href="/order/{action}/{order_id}"' in page.text
+
+
+async def test_the_orders_page_sends_visitors_to_the_login_form(client: Client) -> None:
+    response = await client.get("/orders")
+
+    assert response.status == 302
+    assert response.headers["Location"] == "/login?next=%2Forders"
+
+
+# -- the actions as JSON ---------------------------------------------------------------------
+
+
+async def test_cancel_cancels_once_then_is_409(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    response = await act(client, alice, 1, order_id)
+
+    assert response.status == 200, response.text
+    assert response.json()["order"]["status"] == "cancelled"
+    assert (await listed(client, alice))["items"][0]["status"] == "cancelled"
+    assert_error(await act(client, alice, 1, order_id), 409, "order_already_cancelled")
+
+
+async def test_buy_again_places_a_new_order_for_the_same_goods(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    await act(client, alice, 1, order_id)
+
+    response = await act(client, alice, 2, order_id)
+
+    assert response.status == 201, response.text
+    again = response.json()["order"]
+    assert again["id"] != order_id
+    assert (again["goods_name"], again["status"]) == ("abacus", "placed")
+    assert [item["id"] for item in (await listed(client, alice))["items"]] == [
+        again["id"],
+        order_id,
+    ]
+
+
+async def test_a_review_is_stored_stripped(client: Client, services: Services, alice: str) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    response = await act(client, alice, 3, order_id, {"review": "  好用！ "})
+
+    assert response.status == 200, response.text
+    assert response.json()["order"]["review"] == "好用！"
+    shown = await client.get(f"/order/3/{order_id}", headers={**bearer(alice), **JSON})
+    assert shown.json()["order"]["review"] == "好用！"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"review": ""}, {"review": "   "}, {"review": "x" * 2001}, {"review": "ok", "x": 1}, {}],
+)
+async def test_an_invalid_review_is_422_and_stores_nothing(
+    client: Client, services: Services, alice: str, body: dict[str, Any]
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    assert_error(await act(client, alice, 3, order_id, body), 422, "validation_error")
+    assert (await listed(client, alice))["items"][0]["review"] is None
+
+
+async def test_a_review_that_is_not_json_is_415(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    assert_error(await act(client, alice, 3, order_id), 415, "unsupported_media_type")
+
+
+async def test_a_cancelled_order_cannot_be_reviewed(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    await act(client, alice, 1, order_id)
+
+    assert_error(await act(client, alice, 3, order_id, {"review": "late"}), 409, "order_cancelled")
+
+
+@pytest.mark.parametrize("action", [0, 4, 99, 10**40])
+async def test_an_unknown_action_is_400(
+    client: Client, services: Services, alice: str, action: int
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    assert_error(await act(client, alice, action, order_id), 400, "unknown_action")
+    get = await client.get(f"/order/{action}/{order_id}", headers={**bearer(alice), **JSON})
+    assert_error(get, 400, "unknown_action")
+
+
+@pytest.mark.parametrize("action", [1, 2, 3])
+@pytest.mark.parametrize("whose", ["missing", "huge", "bobs"])
+async def test_an_unknown_or_another_users_order_is_404(
+    client: Client, services: Services, alice: str, action: int, whose: str
+) -> None:
+    await register(client, "bob")
+    (bobs,) = await place(services, "bob", "abacus")
+    order_id = {"missing": bobs + 1000, "huge": 10**30, "bobs": bobs}[whose]
+    body = {"review": "mine?"} if action == 3 else None
+
+    assert_error(await act(client, alice, action, order_id, body), 404, "order_not_found")
+    get = await client.get(f"/order/{action}/{order_id}", headers={**bearer(alice), **JSON})
+    assert_error(get, 404, "order_not_found")
+    bob = await login(client, "bob")
+    assert (await listed(client, bob))["items"][0] | {"created_at": None, "goods_id": 0} == {
+        "id": bobs,
+        "goods_id": 0,
+        "goods_name": "abacus",
+        "price": "190.00",
+        "status": "placed",
+        "review": None,
+        "created_at": None,
+    }
+    assert (await listed(client, alice))["count"] == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_an_anonymous_json_client_is_401_and_a_browser_goes_to_login(
+    client: Client, services: Services, alice: str, method: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    body = b"" if method == "POST" else None
+
+    api = await client.request(method, f"/order/1/{order_id}", body=body, headers=JSON)
+    page = await client.request(method, f"/order/1/{order_id}", body=body)
+
+    assert_error(api, 401, "not_authenticated")
+    assert page.status == 302
+    assert page.headers["Location"].startswith("/login?next=")
+    assert (await listed(client, alice))["items"][0]["status"] == "placed"
+
+
+# -- the actions in a browser ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def browser(client: Client, alice: str) -> Browser:
+    """A browser logged in as alice."""
+    logged_in = Browser(client)
+    await logged_in.login("alice", PASSWORD)
+    return logged_in
+
+
+async def test_a_browser_shows_the_order_then_cancels_it_with_a_flash(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    page = await browser.get(f"/order/1/{order_id}")
+    assert page.status == 200
+    assert "商品名称: abacus" in page.text
+    assert f'action="/order/1/{order_id}"' in page.text
+
+    flash = await browser.act(f"/order/1/{order_id}", back="/orders")
+
+    assert flash.text == "订单已取消"
+    assert (await listed(client, alice))["items"][0]["status"] == "cancelled"
+    refused = await browser.post(f"/order/1/{order_id}")
+    assert refused.status == 409
+    assert "already cancelled" in refused.text
+
+
+async def test_a_browser_reviews_through_the_form(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    form = await browser.get(f"/order/3/{order_id}")
+    assert "<textarea" in form.text
+
+    flash = await browser.act(f"/order/3/{order_id}", {"review": "<i>good</i>"}, back="/orders")
+
+    assert flash.text == "评价已保存"
+    assert (await listed(client, alice))["items"][0]["review"] == "<i>good</i>"
+    assert "&lt;i&gt;good&lt;/i&gt;" in (await browser.get("/orders")).text
+
+
+async def test_an_empty_review_in_a_browser_re_renders_the_form_with_422(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    response = await browser.post(f"/order/3/{order_id}", {"review": "  "})
+
+    assert response.status == 422
+    assert "<textarea" in response.text and "at least 1 character" in response.text
+    assert (await listed(client, alice))["items"][0]["review"] is None
+
+
+async def test_a_browser_post_without_the_xsrf_token_is_refused(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+
+    response = await browser.post(f"/order/1/{order_id}", xsrf=False)
+
+    assert response.status == 403
+    assert (await listed(client, alice))["items"][0]["status"] == "placed"
+
+
+async def test_an_unknown_order_in_a_browser_is_a_404_page(browser: Browser) -> None:
+    response = await browser.get("/order/1/2000000000")
+
+    assert response.status == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+
+
+async def test_the_orders_api_is_documented_in_openapi(client: Client) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+
+    assert paths["/api/orders"]["get"]["security"] == [{"bearer": []}]
