@@ -1,0 +1,71 @@
+"""Why a download was refused or failed; each error carries the HTTP status the edge answers."""
+
+from __future__ import annotations
+
+from repositories.errors import DomainError
+
+
+class DownloadError(DomainError):
+    """Base of every download refusal or failure."""
+
+    code = "download_failed"
+    status = 502
+
+
+class InvalidUrl(DownloadError):
+    """The URL is malformed, not http(s), or its host does not resolve."""
+
+    code = "invalid_url"
+    status = 422
+
+
+class ForbiddenAddress(DownloadError):
+    """The host resolves to an address downloads may not reach (loopback, private, ...)."""
+
+    code = "forbidden_address"
+    status = 403
+
+
+class TooLarge(DownloadError):
+    """The body is (or announces itself as) larger than ``DOWNLOAD_MAX_BYTES``."""
+
+    code = "too_large"
+    status = 413
+
+
+class UpstreamTimeout(DownloadError):
+    """The download did not finish within ``DOWNLOAD_TIMEOUT_SECONDS``."""
+
+    code = "upstream_timeout"
+    status = 504
+
+
+class UpstreamError(DownloadError):
+    """The upstream answered an error status, too many redirects, or could not be reached."""
+
+    code = "upstream_error"
+    status = 502
+
+    def __init__(
+        self, message: str, *, code: str | None = None, upstream_status: int | None = None
+    ):
+        super().__init__(message, code=code)
+        self.upstream_status = upstream_status
+
+
+class QueueFull(DownloadError):
+    """As many downloads as allowed are already running and queued."""
+
+    code = "too_many_downloads"
+    status = 429
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = "5"
+
+
+class Cancelled(DownloadError):
+    """The download was cancelled by its owner or by shutdown."""
+
+    code = "cancelled"
+    status = 409

@@ -1,0 +1,219 @@
+"""``DownloadManager``: starts downloads as tasks, caps how many run, answers what became of them.
+
+Records live in the memory of the process that runs the download: a download is a task of that
+process, it dies with it, and its progress changes many times a second, so a table would add
+writes without making a download survive a restart. With several processes a client keeps
+talking to the same one for its records (the files themselves are shared on disk). At most
+``KEEP_FINISHED`` finished records are kept; the oldest are forgotten first.
+
+Beyond ``concurrency`` running downloads, new ones wait ``queued`` (a semaphore, in order); when
+as many again are already waiting, ``start`` refuses with ``QueueFull`` (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from repositories.errors import NotFound
+from server.downloads.errors import Cancelled, DownloadError, QueueFull
+from server.downloads.filenames import choose_name, move_into_place, unused_name
+from server.downloads.guard import AddressPolicy, UrlGuard
+from server.downloads.records import Download, State
+from server.downloads.transfer import Limits, transfer
+from server.settings import Settings
+
+log = logging.getLogger("mservices.downloads")
+ResultT = TypeVar("ResultT")
+
+KEEP_FINISHED = 1000
+WRITER_THREADS = 4
+TEMPORARY_PREFIX = ".part-"
+
+
+class DownloadManager:
+    """The downloads of this process: start, look up, wait for, cancel, and stop them all."""
+
+    def __init__(
+        self, directory: Path, guard: UrlGuard, limits: Limits, *, concurrency: int
+    ) -> None:
+        """Save into ``directory``; check URLs with ``guard``; run ``concurrency`` at once."""
+        self.directory = directory
+        self.guard = guard
+        self.limits = limits
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._records: dict[str, Download] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reserved: set[str] = set()
+        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="mservices-downloads")
+        self._closed = False
+        self._running = 0
+        self.ended: collections.Counter[str] = collections.Counter()
+        """Downloads ended so far, by outcome: ``done``, ``failed``, ``cancelled``, ``refused``."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadManager:
+        """A manager configured by the ``DOWNLOAD_*`` settings."""
+        return cls(
+            settings.effective_download_dir,
+            UrlGuard(AddressPolicy(settings.download_allow)),
+            Limits(settings.download_max_bytes, settings.download_timeout_seconds),
+            concurrency=settings.download_concurrency,
+        )
+
+    @property
+    def running(self) -> int:
+        """Downloads transferring now (not those queued for a slot)."""
+        return self._running
+
+    @property
+    def unfinished(self) -> int:
+        """Downloads queued or running."""
+        return len(self._tasks)
+
+    async def start(self, owner_id: int, url: str, filename: str | None = None) -> Download:
+        """Check ``url`` (refusals raise before anything starts), reserve a file name and start
+        the download in the background."""
+        if self._closed:
+            raise DownloadError("the server is shutting down", code="shutting_down")
+        try:
+            if self.unfinished >= 2 * self.concurrency:
+                raise QueueFull(
+                    f"{self.concurrency} downloads are running and as many are queued;"
+                    " try again later"
+                )
+            await self.guard.check(url)
+        except DownloadError:
+            self.ended["refused"] += 1
+            raise
+        name = await self._reserve_name(choose_name(filename, url))
+        record = Download(id=uuid.uuid4().hex, owner_id=owner_id, url=url, filename=name)
+        self._records[record.id] = record
+        self._tasks[record.id] = asyncio.create_task(self._run(record), name=f"download-{name}")
+        self._forget_old()
+        return record
+
+    def get(self, owner_id: int, download_id: str) -> Download:
+        """The caller's download ``download_id``; ``NotFound`` for anyone else's."""
+        record = self._records.get(download_id)
+        if record is None or record.owner_id != owner_id:
+            raise NotFound("no such download")
+        return record
+
+    def list(self, owner_id: int) -> list[Download]:
+        """The caller's downloads, newest first."""
+        return [
+            record for record in reversed(self._records.values()) if record.owner_id == owner_id
+        ]
+
+    async def wait(self, record: Download) -> Download:
+        """Wait until ``record`` is done, failed or cancelled."""
+        await record.finished.wait()
+        return record
+
+    async def cancel(self, owner_id: int, download_id: str) -> None:
+        """Cancel the caller's download (its partial file is deleted); a finished one is
+        forgotten (its file stays)."""
+        self.get(owner_id, download_id)
+        task = self._tasks.get(download_id)
+        if task is None:
+            self._records.pop(download_id, None)
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel every download, delete their partial files and release the writer threads."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.guard.close()
+        self._pool.shutdown(wait=False)
+
+    # -- the task ------------------------------------------------------------------------------
+
+    async def _run(self, record: Download) -> None:
+        temporary = self.directory / f"{TEMPORARY_PREFIX}{record.id}"
+        outcome = State.FAILED
+        try:
+            async with self._slots:
+                record.state = State.RUNNING
+                self._running += 1
+                try:
+                    handle = await self._in_pool(functools.partial(_open_new, temporary))
+                    try:
+                        await transfer(record, self.guard, self.limits, handle, self._pool)
+                    finally:
+                        await self._in_pool(handle.close)
+                finally:
+                    self._running -= 1
+                move = functools.partial(
+                    move_into_place,
+                    temporary,
+                    self.directory,
+                    record.filename,
+                    frozenset(self._reserved - {record.filename}),
+                )
+                record.filename = await self._in_pool(move)
+            outcome = State.DONE
+        except asyncio.CancelledError:
+            record.fail(Cancelled("the download was cancelled"))
+            outcome = State.CANCELLED
+        except DownloadError as error:
+            record.fail(error)
+        except Exception as error:
+            log.exception("download %s failed", record.id)
+            record.fail(DownloadError(f"the download failed: {error}", code="internal_error"))
+        finally:
+            self._reserved.discard(record.filename)
+            self._tasks.pop(record.id, None)
+            try:
+                await asyncio.shield(self._in_pool(functools.partial(_remove, temporary)))
+            finally:
+                self.ended[outcome.value] += 1
+                record.settle(outcome)
+
+    async def _reserve_name(self, name: str) -> str:
+        """A name no other download of this process holds and no file has, now reserved."""
+        while True:
+            pick = functools.partial(_pick_name, self.directory, name, frozenset(self._reserved))
+            chosen = await self._in_pool(pick)
+            if chosen not in self._reserved:  # another start may have taken it meanwhile
+                self._reserved.add(chosen)
+                return chosen
+
+    async def _in_pool(self, work: Callable[[], ResultT]) -> ResultT:
+        """Run blocking file work in the manager's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def _forget_old(self) -> None:
+        finished = [key for key, record in self._records.items() if record.is_finished]
+        for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._records[key]
+
+
+def _pick_name(directory: Path, name: str, taken: frozenset[str]) -> str:
+    """Create ``directory`` if needed and pick an unused name in it (blocking)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return unused_name(directory, name, taken)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it exists (blocking)."""
+    path.unlink(missing_ok=True)
+
+
+def _open_new(path: Path) -> BinaryIO:
+    """Create ``path`` for writing; it must not exist (blocking)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("xb")

@@ -1,0 +1,305 @@
+"""The downloads API, the seed's /download, the page and the saved files, against a real local
+upstream: every refusal answers a clear 4xx in the standard envelope."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from server.downloads.records import Download, State
+from server.services import Services
+from server.settings import Settings
+from tests.conftest import Client, Response, make_settings
+from tests.server.downloads.conftest import (
+    CHUNK,
+    Upstream,
+    finished,
+    payload,
+    serve_upstream,
+    wait_until,
+)
+from tests.server.handlers.test_admin_pages import Browser
+from tests.server.handlers.test_user import PASSWORD, bearer, login, register
+from tests.server.test_metrics import scrape
+
+MAX_BYTES = 200_000
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    """The local upstream is allowed; small cap, short timeout, one download at a time."""
+    return make_settings(
+        tmp_path,
+        sqlite_url,
+        download_allow="127.0.0.1",
+        download_max_bytes=MAX_BYTES,
+        download_timeout_seconds=1.0,
+        download_concurrency=1,
+    )
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """A live local upstream (see ``tests/server/downloads/conftest.py``)."""
+    async with serve_upstream() as state:
+        yield state
+
+
+@pytest.fixture
+async def token(client: Client) -> dict[str, str]:
+    """The Authorization header of a logged-in user ``cxk``."""
+    await register(client)
+    return bearer(await login(client))
+
+
+async def start(client: Client, token: dict[str, str], **body: Any) -> Response:
+    return await client.post("/api/downloads", json_body=body, headers=token)
+
+
+async def record_of(
+    client: Client, headers: dict[str, str], services: Services, response: Response
+) -> Download:
+    """The manager's record of the download ``response`` started (the caller's own)."""
+    me = await client.get("/user/me", headers=headers)
+    return services.downloads.get(me.json()["user"]["id"], response.json()["id"])
+
+
+async def settled(
+    client: Client, token: dict[str, str], services: Services, response: Response
+) -> dict[str, Any]:
+    """Wait for the download ``response`` started to finish, then GET its Location."""
+    await finished(services.downloads, await record_of(client, token, services, response))
+    current = await client.get(response.headers["Location"], headers=token)
+    assert current.status == 200, current.text
+    body: dict[str, Any] = current.json()
+    return body
+
+
+def assert_refused(response: Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"msg", "code", "errors"}
+    assert body["code"] == code
+    assert body["msg"]
+    return body
+
+
+async def test_a_download_starts_with_202_and_is_served_as_an_attachment(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    response = await start(client, token, url=upstream.url("/bytes/5000/page.html"))
+    assert response.status == 202, response.text
+    body = response.json()
+    assert response.headers["Location"] == f"/api/downloads/{body['id']}"
+    assert body["filename"] == "page.html"
+    done = await settled(client, token, services, response)
+    assert (done["state"], done["bytes"], done["total"]) == ("done", 5000, 5000)
+    assert done["file_url"] == "/s/downloads/page.html"
+    saved = await client.get(done["file_url"])
+    assert saved.status == 200
+    assert saved.body == payload(5000)
+    assert saved.headers["Content-Disposition"].startswith("attachment")
+    assert saved.headers["X-Content-Type-Options"] == "nosniff"
+    assert saved.headers["Content-Type"] == "application/octet-stream"
+
+
+async def test_the_site_static_files_are_still_served(client: Client) -> None:
+    response = await client.get("/s/css/site.css")
+    assert response.status == 200
+    assert "downloads" not in response.headers.get("Content-Disposition", "")
+
+
+async def test_partial_and_missing_files_are_not_served(client: Client, services: Services) -> None:
+    directory = services.settings.effective_download_dir
+    directory.mkdir(parents=True)
+    (directory / ".part-0123").write_bytes(b"partial")
+    assert (await client.get("/s/downloads/.part-0123")).status == 404
+    assert (await client.get("/s/downloads/missing.bin")).status == 404
+    assert (await client.get("/s/downloads/..%2F..%2Fcookie_secret")).status in (403, 404)
+
+
+async def test_downloads_need_a_login(client: Client) -> None:
+    response = await client.post("/api/downloads", json_body={"url": "http://example.com/"})
+    assert_refused(response, 401, "not_authenticated")
+    response = await client.post("/api/downloads", json_body={"bad": 1})
+    assert_refused(response, 401, "not_authenticated")
+    assert_refused(await client.get("/api/downloads"), 401, "not_authenticated")
+    assert_refused(await client.get("/download?url=http://example.com/"), 401, "not_authenticated")
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "code"),
+    [
+        ("ftp://127.0.0.1/file", 422, "invalid_scheme"),
+        ("file:///etc/passwd", 422, "invalid_scheme"),
+        ("http://no-such-host.invalid/", 422, "unresolvable_host"),
+        ("http://10.0.0.1/", 403, "forbidden_address"),
+        ("http://169.254.169.254/latest/meta-data/", 403, "forbidden_address"),
+        ("http://[::1]/", 403, "forbidden_address"),
+    ],
+)
+async def test_refused_urls_answer_a_4xx_naming_the_url(
+    client: Client, token: dict[str, str], url: str, status: int, code: str
+) -> None:
+    body = assert_refused(await start(client, token, url=url), status, code)
+    assert [error["field"] for error in body["errors"]] == ["url"]
+    assert (await client.get("/api/downloads", headers=token)).json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"url": ""}, {"url": "http://x/", "extra": 1}, {"url": 5}, {"url": "x" * 3000}],
+)
+async def test_invalid_bodies_are_422(
+    client: Client, token: dict[str, str], body: dict[str, Any]
+) -> None:
+    assert_refused(await start(client, token, **body), 422, "validation_error")
+
+
+async def test_malformed_json_is_400(client: Client, token: dict[str, str]) -> None:
+    response = await client.post(
+        "/api/downloads",
+        body="{",
+        headers={**token, "Content-Type": "application/json"},
+    )
+    assert_refused(response, 400, "malformed_json")
+
+
+async def test_progress_shows_while_running_and_delete_cancels(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    response = await start(client, token, url=upstream.url("/gated/p/100000?length=1"))
+    location = response.headers["Location"]
+    record = await record_of(client, token, services, response)
+    await wait_until(lambda: record.bytes >= CHUNK, "the first chunk arrives")
+    running = (await client.get(location, headers=token)).json()
+    assert (running["state"], running["total"]) == ("running", 100000)
+    assert 0 < running["bytes"] < 100000
+    assert (await client.request("DELETE", location, headers=token)).status == 204
+    cancelled = (await client.get(location, headers=token)).json()
+    assert (cancelled["state"], cancelled["error_code"]) == ("cancelled", "cancelled")
+    assert list(services.settings.effective_download_dir.iterdir()) == []
+
+
+async def test_unknown_downloads_are_404(client: Client, token: dict[str, str]) -> None:
+    path = "/api/downloads/" + "0" * 32
+    assert_refused(await client.get(path, headers=token), 404, "not_found")
+    assert_refused(await client.request("DELETE", path, headers=token), 404, "not_found")
+
+
+async def test_users_see_only_their_own_downloads(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    await register(client, "other")
+    other = bearer(await login(client, "other"))
+    response = await start(client, token, url=upstream.url("/bytes/10/mine"))
+    location = response.headers["Location"]
+    await settled(client, token, services, response)
+    assert (await client.get("/api/downloads", headers=other)).json() == {
+        "msg": "success",
+        "items": [],
+        "count": 0,
+    }
+    assert_refused(await client.get(location, headers=other), 404, "not_found")
+    assert_refused(await client.request("DELETE", location, headers=other), 404, "not_found")
+    mine = (await client.get("/api/downloads", headers=token)).json()
+    assert [item["filename"] for item in mine["items"]] == ["mine"]
+
+
+async def test_beyond_the_queue_a_download_is_429_with_retry_after(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    running = await start(client, token, url=upstream.url("/gated/q/40000"))
+    queued = await start(client, token, url=upstream.url("/bytes/10/queued"))
+    assert (running.status, queued.status) == (202, 202)
+    refused = await start(client, token, url=upstream.url("/bytes/10/refused"))
+    assert_refused(refused, 429, "too_many_downloads")
+    assert refused.headers["Retry-After"]
+    upstream.gate("q").set()
+    assert (await settled(client, token, services, queued))["state"] == "done"
+
+
+async def seed_download(client: Client, token: dict[str, str], **query: str) -> Response:
+    return await client.get("/download?" + urlencode(query), headers=token)
+
+
+async def test_the_seed_download_answers_once_the_file_is_saved(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    response = await seed_download(
+        client, token, url=upstream.url("/bytes/3000"), filename="../../etc/passwd"
+    )
+    assert response.status == 200, response.text
+    body = response.json()
+    assert (body["state"], body["filename"], body["bytes"]) == ("done", "passwd", 3000)
+    saved = services.settings.effective_download_dir / "passwd"
+    assert saved.read_bytes() == payload(3000)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        (f"/bytes/{MAX_BYTES + 1}", 413, "too_large"),
+        (f"/bytes/{MAX_BYTES * 3}?chunked=1", 413, "too_large"),
+        ("/silent", 504, "upstream_timeout"),
+        ("/status/500", 502, "upstream_error"),
+        ("/redirect?to=" + quote("http://10.0.0.1/", safe=""), 403, "forbidden_address"),
+    ],
+)
+async def test_the_seed_download_reports_failures_in_the_envelope(
+    client: Client, token: dict[str, str], upstream: Upstream, path: str, status: int, code: str
+) -> None:
+    response = await seed_download(client, token, url=upstream.url(path))
+    assert_refused(response, status, code)
+
+
+async def test_the_seed_download_refuses_bad_arguments(
+    client: Client, token: dict[str, str]
+) -> None:
+    assert_refused(await seed_download(client, token), 422, "validation_error")
+    assert_refused(
+        await seed_download(client, token, url="ftp://127.0.0.1/"), 422, "invalid_scheme"
+    )
+
+
+async def test_the_page_needs_a_login_and_then_drives_the_api(
+    client: Client, upstream: Upstream, services: Services
+) -> None:
+    anonymous = await client.get("/downloads")
+    assert anonymous.status == 302
+    assert anonymous.headers["Location"].startswith("/login")
+    await register(client)
+    browser = Browser(client)
+    await browser.login("cxk", PASSWORD)
+    page = await browser.get("/downloads")
+    assert page.status == 200
+    assert 'id="download-form"' in page.text
+    assert "js/downloads.js" in page.text
+    headers = {**browser.cookie_header(), "Content-Type": "application/json"}
+    body = json.dumps({"url": upstream.url("/bytes/10/from-page")})
+    forged = await client.post("/api/downloads", body=body, headers=headers)
+    assert forged.status == 403, "the session cookie alone does not pass the XSRF check"
+    headers["X-XSRFToken"] = browser.cookies["_xsrf"]
+    response = await client.post("/api/downloads", body=body, headers=headers)
+    assert response.status == 202, response.text
+    record = await record_of(client, browser.cookie_header(), services, response)
+    await finished(services.downloads, record)
+    assert record.state is State.DONE
+
+
+async def test_metrics_count_downloads_by_outcome(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    refused = await start(client, token, url="http://10.0.0.1/secret")
+    assert_refused(refused, 403, "forbidden_address")
+    done = await start(client, token, url=upstream.url("/bytes/5000/counted.bin"))
+    assert (await settled(client, token, services, done))["state"] == "done"
+    samples = await scrape(client)
+    assert samples[("mservices_downloads_total", (("outcome", "refused"),))] == 1
+    assert samples[("mservices_downloads_total", (("outcome", "done"),))] == 1
+    assert samples[("mservices_downloads_active", ())] == 0
