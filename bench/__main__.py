@@ -15,12 +15,14 @@ from collections.abc import Sequence
 
 import tornado
 
-from bench import report, runner, servers, tree_build, wrk
+from bench import downloads, fanout, nginx, report, runner, servers, tree_build, wrk
 from bench.scenarios import SCENARIOS, select
 
 MYSQL_URL_ENV = "MSERVICES_BENCH_MYSQL_URL"
 FULL = {"duration": 10, "connections": 64, "warmup": 1}
 SMOKE = {"duration": 2, "connections": 8, "warmup": 0}
+EXTRA_MEASUREMENTS = ("tree", "fanout", "nginx", "downloads")
+"""Measurements printed after the wrk table; ``--only`` may name them alone."""
 
 
 def _positive(text: str) -> int:
@@ -74,7 +76,7 @@ def build_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> r
     """Turn parsed options into a run configuration; exit 2 if no scenario matches ``--only``."""
     defaults = SMOKE if args.smoke else FULL
     scenarios = select(SCENARIOS, args.only)
-    if not scenarios:
+    if not scenarios and not any(args.only.casefold() in name for name in EXTRA_MEASUREMENTS):
         names = ", ".join(scenario.name for scenario in SCENARIOS)
         parser.error(f"--only {args.only!r} matches no scenario (have: {names})")
     targets = [servers.Target("sqlite")]
@@ -97,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = build_config(args, parser)
     started = datetime.datetime.now(datetime.UTC)
     try:
-        outcome = runner.run(config)
+        # Only the extra measurements were asked for: no floor, no wrk.
+        outcome = runner.run(config) if config.scenarios else runner.Outcome()
     except (wrk.WrkError, servers.ServerError) as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 1
@@ -113,14 +116,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tornado": tornado.version,
         **outcome.meta,
     }
-    print(report.format_table(outcome.rows))
+    if outcome.rows:
+        print(report.format_table(outcome.rows))
+    mysql_url = next((t.database_url for t in config.targets if t.database_url), None)
     if not args.only or "tree" in args.only:
         runs = 5 if args.smoke else 50
-        mysql_url = next((t.database_url for t in config.targets if t.database_url), None)
         tree_results = tree_build.run(mysql_url, runs)
         print()
         print(tree_build.format_results(tree_results))
         meta["tree_build"] = [vars(result) for result in tree_results]
+    if not args.only or args.only.casefold() in "fanout":
+        redis_url = os.environ.get(fanout.REDIS_URL_ENV, fanout.DEFAULT_REDIS_URL)
+        fanout_report = fanout.run(mysql_url, redis_url, args.smoke)
+        print()
+        print(fanout.format_report(fanout_report))
+        meta["fanout"] = fanout_report.as_json()
+        outcome.problems.extend(fanout_report.problems)
+        meta["ok"] = outcome.ok
+    if not args.only or args.only.casefold() in "nginx":
+        try:
+            nginx_rows = nginx.run(
+                mysql_url,
+                os.environ.get(fanout.REDIS_URL_ENV, fanout.DEFAULT_REDIS_URL),
+                config.duration_s,
+                config.connections,
+            )
+        except (wrk.WrkError, servers.ServerError, nginx.NginxError) as error:
+            nginx_rows = []
+            outcome.problems.append(f"nginx: {error}")
+        if nginx_rows:
+            print()
+            print(nginx.format_rows(nginx_rows))
+        meta["nginx"] = nginx.summary(nginx_rows)
+        meta["ok"] = outcome.ok
+    if not args.only or args.only.casefold() in "downloads":
+        downloads_result = downloads.run(args.smoke)
+        print()
+        print(downloads.format_result(downloads_result))
+        meta["downloads"] = downloads_result.as_json()
+        outcome.problems.extend(downloads_result.problems)
+        meta["ok"] = outcome.ok
     path = report.write_json(outcome.rows, meta)
     print(f"bench: results written to {path}", file=sys.stderr)
     for problem in outcome.problems:

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,10 +169,20 @@ def wait_ready(server: ServerProcess, path: str, timeout_s: float = READY_TIMEOU
 @contextmanager
 def floor_server(log_dir: Path, pinning: Pinning) -> Iterator[ServerProcess]:
     """Run the floor server (``bench/floor.py``) until ready and yield it; always stop it."""
+    with module_server("floor", "bench.floor", log_dir, pinning) as server:
+        yield server
+
+
+@contextmanager
+def module_server(
+    name: str, module: str, log_dir: Path, pinning: Pinning
+) -> Iterator[ServerProcess]:
+    """Run ``python -m MODULE PORT`` on the server core until ``GET /`` answers 200 and yield it;
+    always stop it. The floor and the chat fan-out peer are started this way."""
     port = free_port()
     server = start(
-        "floor",
-        [*pinning.server, sys.executable, "-m", "bench.floor", str(port)],
+        name,
+        [*pinning.server, sys.executable, "-m", module, str(port)],
         log_dir,
         f"http://{HOST}:{port}",
         cwd=_REPO_ROOT,
@@ -217,28 +227,59 @@ def mservices_env(target: Target, data_dir: Path, port: int, tcp_port: int) -> d
     return env
 
 
+def free_ports(count: int) -> int:
+    """Return the first of ``count`` consecutive TCP ports on 127.0.0.1 that were all free."""
+    for _ in range(100):
+        first = free_port()
+        if first + count - 1 > 65535:
+            continue
+        try:
+            with ExitStack() as probes:
+                for port in range(first + 1, first + count):
+                    probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    probe.bind((HOST, port))
+        except OSError:
+            continue
+        return first
+    raise ServerError(f"found no {count} consecutive free ports on {HOST}")
+
+
 @contextmanager
 def mservices_server(
-    executable: Path, target: Target, work_dir: Path, pinning: Pinning
+    executable: Path,
+    target: Target,
+    work_dir: Path,
+    pinning: Pinning,
+    extra_env: Mapping[str, str] | None = None,
+    processes: int = 1,
+    *,
+    prepare: bool = True,
 ) -> Iterator[ServerProcess]:
     """Prepare ``target``'s database, run ``mservices serve`` until ready, and yield the process.
 
+    With ``processes`` > 1 (``serve --processes N``) they listen on consecutive ports from the
+    yielded base URL's, the TCP chat is off, and ``extra_env`` must name Redis.
+
     Runs ``mservices db upgrade`` (not for SQLite, which migrates itself) and ``mservices demo``
     first. The server gets a fresh data directory and ``work_dir`` as its working directory (so no
-    ``.env`` file from the checkout leaks in), and is always stopped on exit.
+    ``.env`` file from the checkout leaks in), and is always stopped on exit. ``extra_env``
+    (``MSERVICES_*`` settings such as a Redis URL or a cookie secret shared by several processes)
+    is applied last. ``prepare=False`` skips the set-up commands, for a second server on a
+    database another one has just prepared.
     """
     data_dir = work_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, tcp_port = free_port(), free_port()
-    env = mservices_env(target, data_dir, port, tcp_port)
-    if target.database_url is not None:
-        _run_once(target.name, [str(executable), "db", "upgrade"], env, work_dir)
-    _run_once(target.name, [str(executable), "demo"], env, work_dir)
-    seed_env = {**env, "PYTHONPATH": str(_REPO_ROOT)}
-    _run_once(target.name, [sys.executable, "-m", "bench.seed"], seed_env, work_dir)
+    port, tcp_port = free_ports(processes), 0 if processes > 1 else free_port()
+    env = {**mservices_env(target, data_dir, port, tcp_port), **(extra_env or {})}
+    if prepare:
+        if target.database_url is not None:
+            _run_once(target.name, [str(executable), "db", "upgrade"], env, work_dir)
+        _run_once(target.name, [str(executable), "demo"], env, work_dir)
+        seed_env = {**env, "PYTHONPATH": str(_REPO_ROOT)}
+        _run_once(target.name, [sys.executable, "-m", "bench.seed"], seed_env, work_dir)
     server = start(
         f"mservices-{target.name}",
-        [*pinning.server, str(executable), "serve"],
+        [*pinning.server, str(executable), "serve", "--processes", str(processes)],
         work_dir,
         f"http://{HOST}:{port}",
         env=env,

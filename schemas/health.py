@@ -8,6 +8,13 @@ from schemas.common import Schema
 
 
 class HealthRead(Schema):
-    """The service answers and its database answers."""
+    """The process is alive (it answers; no dependency is consulted)."""
 
     status: Literal["ok"] = "ok"
+
+
+class ReadyRead(Schema):
+    """Every dependency answers: ``checks`` names each one checked (``database``, ``redis``)."""
+
+    status: Literal["ready"] = "ready"
+    checks: dict[str, Literal["ok"]]

@@ -8,8 +8,9 @@ from pathlib import Path
 from tornado.web import Application, RequestHandler
 
 from server.handlers.errors import NotFoundHandler
-from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL
-from server.routes import build_routes
+from server.logs import REQUEST_FIELD
+from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL, open_sockets
+from server.routes import build_routes, file_routes
 from server.services import Services
 from server.settings import Settings
 from server.ui_modules import UI_MODULES
@@ -23,7 +24,12 @@ access_log = logging.getLogger("mservices.access")
 
 def make_app(settings: Settings, services: Services) -> Application:
     """Build the Tornado application (seed §5 settings) around already-opened ``services``."""
-    return Application(
+    services.metrics.count_websockets(lambda: len(open_sockets(services)))
+    services.metrics.count_chat_frames(lambda: services.hub.delivered)
+    services.metrics.count_chat_messages(lambda: services.hub.said)
+    services.metrics.count_downloads(lambda: services.downloads.ended)
+    services.metrics.count_active_downloads(lambda: services.downloads.running)
+    app = Application(
         build_routes(services),
         default_host=settings.host,
         debug=settings.debug,
@@ -37,11 +43,14 @@ def make_app(settings: Settings, services: Services) -> Application:
         login_url="/login",
         default_handler_class=NotFoundHandler,
         default_handler_args={"services": services},
-        log_function=log_request,
+        log_function=services.metrics.observing(log_request),
         websocket_max_message_size=MAX_FRAME_BYTES,
         websocket_ping_interval=PING_INTERVAL,
         compress_response=False,
     )
+    # Matched before the /s/(.*) rule that static_path puts in front of the route table.
+    app.add_handlers(r".*$", file_routes(services))
+    return app
 
 
 def log_request(handler: RequestHandler) -> None:
@@ -58,4 +67,14 @@ def log_request(handler: RequestHandler) -> None:
         1000.0 * request.request_time(),
         getattr(handler, "request_id", "-"),
         request.remote_ip,
+        extra={
+            REQUEST_FIELD: {
+                "status": status,
+                "method": request.method,
+                "path": request.uri,
+                "duration_ms": round(1000.0 * request.request_time(), 1),
+                "request_id": getattr(handler, "request_id", None),
+                "remote_ip": request.remote_ip,
+            }
+        },
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -21,7 +20,9 @@ from repositories.db import create_engine, make_session_factory, mask_url
 from repositories.errors import Conflict, DatabaseUnavailable
 from repositories.health import ping
 from repositories.users import UserRepository
+from server import supervisor
 from server.demo import load_demo, remember_credentials
+from server.logs import configure_logging
 from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordHasher
 from server.settings import Settings, describe_settings_error
 
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", "serve HTTP (and the TCP chat) until stopped")
     serve.add_argument("--host", help="address to bind (default: MSERVICES_HOST)")
     serve.add_argument("--port", type=int, help="HTTP port (default: MSERVICES_PORT)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve with N processes on ports PORT..PORT+N-1 (and TCP_PORT..TCP_PORT+N-1), "
+        "supervised by this one; N > 1 needs MariaDB and MSERVICES_REDIS_URL (default: 1)",
+    )
 
     db = _command(commands, "db", "database schema migrations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -70,21 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "processes", 1) < 1:
+        parser.error("argument --processes: must be at least 1")
     try:
         settings = Settings()
     except ValidationError as error:
         print(f"mservices: {describe_settings_error(error)}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format)
     try:
         if args.command == "serve":
             from server.runtime import serve
 
             host = args.host or settings.host
             port = args.port or settings.port
+            if args.processes > 1:
+                return _serve_processes(settings, host, port, args.processes)
             return asyncio.run(
                 _with_reachable_database(
                     settings, lambda engine: serve(settings, engine, host=host, port=port)
@@ -99,6 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _serve_processes(settings: Settings, host: str, port: int, processes: int) -> int:
+    """Check once that several processes can run (exit 2 if the settings forbid it, 1 if the
+    database is not ready), then start and supervise them (``server.supervisor``)."""
+    try:
+        children = supervisor.plan(settings, port=port, processes=processes)
+    except supervisor.PlanError as error:
+        print(f"mservices: {error}", file=sys.stderr)
+        return 2
+
+    async def check_schema(engine: AsyncEngine) -> int:
+        await ensure_schema(settings, engine)
+        return 0
+
+    asyncio.run(_with_reachable_database(settings, check_schema))
+    return supervisor.supervise(host, children)
 
 
 async def _with_reachable_database(

@@ -46,7 +46,9 @@ def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
     def template(match: re.Match[str]) -> str:
         numeric = re.fullmatch(r"\[0-9\](\{[0-9,]+\}|\+)?|\\d(\{[0-9,]+\}|\+)?", match["pattern"])
         schema: dict[str, Any] = (
-            {"type": "integer", "minimum": 0} if numeric else {"type": "string"}
+            {"type": "integer", "minimum": 0}
+            if numeric
+            else {"type": "string", "pattern": f"^{match['pattern']}$"}
         )
         parameters.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
         return "{" + match["name"] + "}"

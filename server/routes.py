@@ -9,9 +9,20 @@ from tornado.web import url
 
 from server.handlers.admin_api import admin_api_routes
 from server.handlers.admin_pages import admin_page_routes
+from server.handlers.cookies import CookiePageHandler
 from server.handlers.docs import DocsPageHandler, OpenApiHandler
-from server.handlers.health import HealthHandler
+from server.handlers.downloads import (
+    DownloadFileHandler,
+    DownloadHandler,
+    DownloadsHandler,
+    DownloadsPageHandler,
+    SeedDownloadHandler,
+)
+from server.handlers.echo import EchoHandler
+from server.handlers.health import HealthHandler, MetricsHandler, ReadyHandler
+from server.handlers.orders import OrderActionHandler, OrdersApiHandler, OrdersPageHandler
 from server.handlers.pages import IndexPageHandler
+from server.handlers.redirect import RedirectHandler
 from server.handlers.session import LoginPageHandler, LogoutHandler
 from server.handlers.user import (
     AccountHandler,
@@ -50,10 +61,34 @@ def build_routes(services: Services) -> list[Rule]:
         # Menus and RBAC: the JSON API and the admin pages
         *admin_api_routes(deps),
         *admin_page_routes(deps),
+        # Seed demos: request inspection, cookies, redirects, orders
+        url(r"/echo", EchoHandler, deps, name="echo"),
+        url(r"/cookie", CookiePageHandler, deps, name="cookie"),
+        url(r"/redirect", RedirectHandler, deps, name="redirect"),
+        url(r"/api/orders", OrdersApiHandler, deps, name="api-orders"),
+        url(r"/orders", OrdersPageHandler, deps, name="orders"),
+        url(
+            r"/order/(?P<action_code>\d+)/(?P<order_id>\d+)",
+            OrderActionHandler,
+            deps,
+            name="order-action",
+        ),
+        # Downloads (seed §8); the saved files are served by file_routes() below
+        url(r"/api/downloads", DownloadsHandler, deps, name="api-downloads"),
+        url(
+            r"/api/downloads/(?P<download_id>[0-9a-f]{32})",
+            DownloadHandler,
+            deps,
+            name="api-download",
+        ),
+        url(r"/download", SeedDownloadHandler, deps, name="download"),
+        url(r"/downloads", DownloadsPageHandler, deps, name="downloads"),
         # Realtime: chat pages and sockets, the ticker
         *realtime_routes(deps),
         # Operations
         url(r"/healthz", HealthHandler, deps, name="healthz"),
+        url(r"/readyz", ReadyHandler, deps, name="readyz"),
+        url(r"/metrics", MetricsHandler, deps, name="metrics"),
     ]
     document = build_openapi(rules, title="mservices", version=API_VERSION)
     described = {**deps, "document": document}
@@ -61,4 +96,14 @@ def build_routes(services: Services) -> list[Rule]:
         *rules,
         url(r"/openapi\.json", OpenApiHandler, described, name="openapi"),
         url(r"/docs", DocsPageHandler, described, name="docs"),
+    ]
+
+
+def file_routes(services: Services) -> list[Rule]:
+    """Saved downloads under ``/s/downloads/``. Tornado puts the ``static_path`` route ``/s/(.*)``
+    in front of every other rule, so ``make_app`` registers these with ``add_handlers``, whose
+    rules are matched before it."""
+    directory = str(services.settings.effective_download_dir)
+    return [
+        url(r"/s/downloads/(.+)", DownloadFileHandler, {"path": directory}, name="download-file"),
     ]

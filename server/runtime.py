@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
+from tornado.web import OutputTransform
 
 from server.app import make_app
+from server.proxies import Networks, forwarded_client
 from server.realtime.tcp import TcpChatServer
 from server.realtime.websocket import CLOSE_GOING_AWAY, open_sockets
 from server.services import Services, open_services
@@ -33,6 +35,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 MAX_BODY_SIZE = 16 * 1024 * 1024
 GOODBYE = "* server shutting down, goodbye"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+INSTANCE_HEADER = "X-Mservices-Instance"
 
 
 async def serve(settings: Settings, engine: AsyncEngine, *, host: str, port: int) -> int:
@@ -43,7 +46,13 @@ async def serve(settings: Settings, engine: AsyncEngine, *, host: str, port: int
     await ensure_schema(settings, engine)
     services = await open_services(settings, engine=engine)
     try:
-        server = DrainingHTTPServer(make_app(settings, services), max_body_size=MAX_BODY_SIZE)
+        app = make_app(settings, services)
+        app.add_transform(instance_header(str(port)))
+        server = DrainingHTTPServer(
+            app,
+            max_body_size=MAX_BODY_SIZE,
+            trusted_proxies=Networks(settings.trusted_proxies) if settings.xheaders else None,
+        )
         try:
             server.listen(port, address=host)
         except OSError as error:
@@ -60,6 +69,7 @@ async def serve(settings: Settings, engine: AsyncEngine, *, host: str, port: int
                     f"{error.strerror or error}"
                 ) from None
             log.info("TCP chat on %s:%d", host, chat_port)
+            services.metrics.count_tcp_connections(lambda: chat.connections)
         log.info(
             "serving on http://%s:%d (database %s)",
             host,
@@ -128,9 +138,13 @@ class DrainingHTTPServer(HTTPServer):
     Detached connections (WebSockets) leave the count when they detach.
     """
 
-    def initialize(self, *args: Any, **kwargs: Any) -> None:
-        """See HTTPServer.initialize."""
+    def initialize(
+        self, *args: Any, trusted_proxies: Networks | None = None, **kwargs: Any
+    ) -> None:
+        """See HTTPServer.initialize; with ``trusted_proxies``, forwarding headers from those
+        peers set the request's client address and scheme (``server.proxies``)."""
         super().initialize(*args, **kwargs)
+        self._trusted_proxies = trusted_proxies
         self._open: set[HTTP1ServerConnection] = set()
         self._busy: set[HTTP1ServerConnection] = set()
         self._draining = False
@@ -146,6 +160,8 @@ class DrainingHTTPServer(HTTPServer):
     ) -> httputil.HTTPMessageDelegate:
         """Called for each request a connection may read next (its previous one is done)."""
         delegate = super().start_request(server_conn, request_conn)
+        if self._trusted_proxies is not None:
+            delegate = _Forwarded(delegate, request_conn, self._trusted_proxies)
         if not isinstance(server_conn, HTTP1ServerConnection):
             return delegate
         self._open.add(server_conn)
@@ -210,3 +226,72 @@ class _Busy(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         """See HTTPMessageDelegate."""
         self._delegate.on_connection_close()
+
+
+class _Forwarded(httputil.HTTPMessageDelegate):
+    """Sets the connection's client address and scheme from a trusted proxy's headers for one
+    request (Tornado's ``xheaders`` believes any peer), and restores them afterwards."""
+
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        request_conn: httputil.HTTPConnection,
+        trusted: Networks,
+    ) -> None:
+        self._delegate = delegate
+        self._context: Any = getattr(request_conn, "context", None)
+        self._trusted = trusted
+        self._saved: tuple[str, str] | None = None
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        """Apply the forwarding headers before the request object is built from the context."""
+        context = self._context
+        if context is not None and hasattr(context, "remote_ip"):
+            self._saved = (context.remote_ip, context.protocol)
+            context.remote_ip, context.protocol = forwarded_client(
+                context.remote_ip, context.protocol, headers, self._trusted
+            )
+        return self._delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        """See HTTPMessageDelegate."""
+        return self._delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        """See HTTPMessageDelegate."""
+        self._delegate.finish()
+        self._restore()
+
+    def on_connection_close(self) -> None:
+        """See HTTPMessageDelegate."""
+        self._delegate.on_connection_close()
+        self._restore()
+
+    def _restore(self) -> None:
+        # The next request on a keep-alive connection starts from the real peer again.
+        if self._saved is not None:
+            self._context.remote_ip, self._context.protocol = self._saved
+            self._saved = None
+
+
+class _InstanceHeader(OutputTransform):
+    """Stamps every response (WebSocket handshakes and static files too) with the process it
+    came from, so an operator (and the nginx test) can tell the processes apart."""
+
+    value = ""
+
+    def transform_first_chunk(
+        self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+    ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+        """Add ``X-Mservices-Instance``."""
+        headers[INSTANCE_HEADER] = self.value
+        return status_code, headers, chunk
+
+
+def instance_header(value: str) -> type[OutputTransform]:
+    """An output transform adding ``X-Mservices-Instance: value`` (this process's HTTP port)."""
+    return type("InstanceHeader", (_InstanceHeader,), {"value": value})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,14 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from repositories.db import create_engine, make_session_factory
 from server.background import Background
+from server.downloads.manager import DownloadManager
 from server.invalidation import Invalidation
 from server.logins import LoginCache, LoginResolver
 from server.menu_access import MenuAccess
+from server.metrics import Metrics
 from server.realtime.bus import Bus, LocalBus
 from server.realtime.history import ChatHistory
 from server.realtime.hub import Hub
+from server.realtime.pings import SocketPings
 from server.realtime.presence import LocalPresence, Presence
 from server.realtime.redis_bus import RedisBus, RedisPresence
+from server.realtime.sessions import SessionSockets
 from server.security.passwords import PasswordHasher
 from server.security.throttle import (
     LoginThrottle,
@@ -52,6 +56,14 @@ class Services:
     cookie_secret: str
     background: Background
     hub: Hub
+    downloads: DownloadManager
+    """This process's downloads (records in memory; files in the downloads directory)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """This process's Prometheus registry and metrics (``/metrics``)."""
+    chat_sessions: SessionSockets = field(default_factory=SessionSockets)
+    """Open chat sockets by session: closed with 4001 when their session is revoked."""
+    chat_pings: SocketPings = field(default_factory=SocketPings)
+    """Open chat sockets, kept alive by one ping task for all (not one task per socket)."""
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background (tracked, failures logged)."""
@@ -59,6 +71,8 @@ class Services:
 
     async def close(self) -> None:
         """Release everything this container opened."""
+        await self.downloads.close()  # cancels running downloads, deletes their partial files
+        await self.chat_pings.close()
         await self.background.drain(timeout=5)
         await self.hub.bus.close()
         await self.hub.history.close()
@@ -99,6 +113,8 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
     menus = MenuAccess(sessions)
     invalidation.listen(login_cache.on_event)
     invalidation.listen(menus.on_event)
+    chat_sessions = SessionSockets()
+    invalidation.listen(chat_sessions.on_event)
     invalidation.start()
     background = Background()
     history = ChatHistory(sessions)
@@ -118,6 +134,9 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         bus, presence = LocalBus(), LocalPresence()
     await bus.start()
     hub = Hub(bus, presence, history)
+    if isinstance(bus, RedisBus):
+        # After presence.resync (registered first): members everywhere get the rewritten list.
+        bus.on_resync(hub.resync)
     return Services(
         settings=settings,
         engine=engine,
@@ -142,4 +161,6 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         cookie_secret=load_cookie_secret(settings),
         background=background,
         hub=hub,
+        chat_sessions=chat_sessions,
+        downloads=DownloadManager.from_settings(settings),
     )

@@ -6,10 +6,11 @@ Settings fail fast: an invalid value stops start-up with one line naming the var
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -24,6 +25,7 @@ ENV_PREFIX = "MSERVICES_"
 COOKIE_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name, not a secret
 MIN_SECRET_LENGTH = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "please-change-me"})
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -84,6 +86,39 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64, description="Threads that hash passwords (the bounded pool)."
     )
 
+    download_dir: Path | None = Field(
+        default=None, description="Where downloads are saved; unset means DATA_DIR/downloads."
+    )
+    download_allow: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="IPs or CIDR networks downloads may reach though not public (e.g. 127.0.0.1).",
+    )
+    download_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="The largest body a download may have."
+    )
+    download_timeout_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="A download's whole time, redirects included."
+    )
+    download_concurrency: int = Field(
+        default=10, ge=1, le=10000, description="Downloads running at once; as many more queue."
+    )
+
+    xheaders: bool = Field(
+        default=False,
+        description="Honour X-Real-IP, X-Forwarded-For and X-Forwarded-Proto from trusted proxies.",
+    )
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=lambda: _loopback_networks(),
+        description="Proxy addresses or networks (CIDR) whose forwarding headers are believed.",
+    )
+    metrics_allow: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=lambda: _loopback_networks(),
+        description="Client addresses or networks (CIDR) that may read /metrics.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one readable line per record; json: one object."
+    )
+
     @field_validator("cors_origins", "ws_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -99,6 +134,24 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"origin {origin!r} must be '*' or start with http:// or https://")
         return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("download_allow", "trusted_proxies", "metrics_allow", mode="before")
+    @classmethod
+    def _parse_download_allow(cls, value: object) -> object:
+        """Accept a comma-separated string of IPs and CIDR networks as well as a list."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        networks: list[IPNetwork] = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+        return networks
 
     @field_validator("database_url")
     @classmethod
@@ -150,6 +203,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mservices.db').resolve()}"
+
+    @property
+    def effective_download_dir(self) -> Path:
+        """Where downloads are saved: DOWNLOAD_DIR, or DATA_DIR/downloads."""
+        return (self.download_dir or self.data_dir / "downloads").resolve()
+
+
+def _loopback_networks() -> list[IPNetwork]:
+    """127.0.0.1 and ::1: the default trusted proxy (nginx on the same host) and scraper."""
+    return [ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("::1")]
 
 
 def load_cookie_secret(settings: Settings) -> str:

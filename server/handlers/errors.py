@@ -10,6 +10,10 @@ API_PREFIXES = ("/api/", "/user", "/openapi.json")
 class NotFoundHandler(BaseHandler):
     """Every unknown route answers 404 in the shape its caller expects."""
 
+    # Tornado answers 405 before ``prepare`` to a method outside this list; an unknown path is
+    # 404 whatever the method, so the methods clients and scanners actually send are all here.
+    SUPPORTED_METHODS = (*BaseHandler.SUPPORTED_METHODS, "TRACE", "CONNECT")
+
     async def prepare(self) -> None:
         """Answer 404 before any verb method (every method is unknown here)."""
         self.api = self.wants_json()

@@ -21,12 +21,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
 
+from bench.servers import free_ports
 from repositories import schema
 from repositories.db import create_engine, make_session_factory
 from repositories.models import Base
@@ -36,6 +38,9 @@ from tests.conftest import REQUIRE_SERVICES, service_url
 
 RUN_TIMEOUT = 60.0
 SERVE_TIMEOUT = 15.0
+PROCESSES_TIMEOUT = 60.0
+"""How long ``serve --processes`` may take to have every process answering (a loaded machine
+starts several interpreters at once)."""
 KEPT_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 DEMO_NAMES = ("admin", "agent", "customer")
@@ -103,13 +108,14 @@ def status_of(url: str) -> int | None:
 
 
 @contextmanager
-def serving(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """``mservices serve`` in the background; killed afterwards if the test left it running."""
+def serving(cwd: Path, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``mservices serve args`` in the background; killed afterwards if the test left it
+    running."""
     with (
         (cwd / "serve.out").open("wb") as out,
         (cwd / "serve.err").open("wb") as err,
         subprocess.Popen(
-            [*mservices_command(), "serve"],
+            [*mservices_command(), "serve", *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -125,9 +131,11 @@ def serving(cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]
                 process.wait(timeout=SERVE_TIMEOUT)
 
 
-def wait_for_status(process: subprocess.Popen[bytes], url: str, expected: int) -> int | None:
-    """Poll ``url`` until it answers ``expected``, the process dies, or SERVE_TIMEOUT passes."""
-    deadline = time.monotonic() + SERVE_TIMEOUT
+def wait_for_status(
+    process: subprocess.Popen[bytes], url: str, expected: int, timeout: float = SERVE_TIMEOUT
+) -> int | None:
+    """Poll ``url`` until it answers ``expected``, the process dies, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
     status: int | None = None
     while time.monotonic() < deadline and process.poll() is None:
         status = status_of(url)
@@ -137,10 +145,10 @@ def wait_for_status(process: subprocess.Popen[bytes], url: str, expected: int) -
     return status
 
 
-def stop(process: subprocess.Popen[bytes]) -> int:
+def stop(process: subprocess.Popen[bytes], timeout: float = SERVE_TIMEOUT) -> int:
     """Send SIGTERM and return the exit code (TimeoutExpired if it does not stop in time)."""
     process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=SERVE_TIMEOUT)
+    return process.wait(timeout=timeout)
 
 
 def embedded_url(cwd: Path) -> str:
@@ -546,3 +554,142 @@ def test_demo_run_twice_says_already_present_and_adds_nothing(tmp_path: Path) ->
         assert name in second.stdout
     assert row_counts(embedded_url(tmp_path)) == counts
     assert path.read_text(encoding="utf-8") == kept
+
+
+# --- serve --processes --------------------------------------------------------------------------
+
+CHILD_LINE = re.compile(r"process (\d+) \(pid (\d+)\) serving on http://[^:]+:(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Supervised:
+    """A running ``mservices serve --processes N``: the supervisor and its children's ports."""
+
+    process: subprocess.Popen[bytes]
+    ports: tuple[int, ...]
+    cwd: Path
+
+    def stderr(self) -> str:
+        """What the supervisor and its children logged so far."""
+        return (self.cwd / "serve.err").read_text(encoding="utf-8", errors="replace")
+
+    def child_pids(self) -> dict[int, int]:
+        """Each child's HTTP port → its pid, as the supervisor logged them."""
+        return {int(port): int(pid) for _, pid, port in CHILD_LINE.findall(self.stderr())}
+
+
+def multi_process_env(mysql_url: str, redis_url: str, **variables: str) -> dict[str, str]:
+    """The environment of ``serve --processes 2`` on the MariaDB test database and Redis (a
+    prefix of its own), on two consecutive free ports, TCP chat off unless overridden."""
+    variables.setdefault("MSERVICES_TCP_PORT", "0")
+    return external_env(
+        mysql_url,
+        MSERVICES_REDIS_URL=redis_url,
+        MSERVICES_REDIS_PREFIX=f"test-{secrets.token_hex(6)}",
+        MSERVICES_HOST="127.0.0.1",
+        MSERVICES_PORT=str(free_ports(2)),
+        **variables,
+    )
+
+
+@contextmanager
+def serving_processes(cwd: Path, env: dict[str, str], count: int = 2) -> Iterator[Supervised]:
+    """``mservices serve --processes count`` once every process answers ``/healthz``; the
+    supervisor is killed afterwards if the test left it running (its children follow it)."""
+    first = int(env["MSERVICES_PORT"])
+    ports = tuple(range(first, first + count))
+    with serving(cwd, env, "--processes", str(count)) as process:
+        supervised = Supervised(process, ports, cwd)
+        for port in ports:
+            url = f"http://127.0.0.1:{port}/healthz"
+            status = wait_for_status(process, url, 200, timeout=PROCESSES_TIMEOUT)
+            assert status == 200, f"port {port}: status {status}; stderr:\n{supervised.stderr()}"
+        yield supervised
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis test server's URL, or skip (fail when services are required)."""
+    return service_url("MSERVICES_TEST_REDIS_URL", "Redis")
+
+
+def test_serve_processes_on_the_embedded_database_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--processes", "2", env=clean_env(MSERVICES_TCP_PORT="0"))
+    assert result.returncode == 2
+    said = messages(result.stderr)
+    assert len(said) == 1, result.stderr
+    assert said[0].startswith("mservices: --processes 2 needs MariaDB")
+    assert "MSERVICES_DATABASE_URL" in said[0]
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_processes_without_redis_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = external_env("mysql+asyncmy://root@127.0.0.1:1/nope")
+    result = run(tmp_path, "serve", "--processes", "2", env=env)
+    assert result.returncode == 2
+    said = messages(result.stderr)
+    assert len(said) == 1, result.stderr
+    assert "needs Redis" in said[0]
+    assert "MSERVICES_REDIS_URL" in said[0]
+
+
+def test_serve_processes_past_the_last_port_exits_2(tmp_path: Path) -> None:
+    env = external_env(
+        "mysql+asyncmy://root@127.0.0.1:1/nope",
+        MSERVICES_REDIS_URL="redis://127.0.0.1:1/0",
+        MSERVICES_PORT="65535",
+    )
+    result = run(tmp_path, "serve", "--processes", "2", env=env)
+    assert result.returncode == 2
+    assert "65535" in messages(result.stderr)[0]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_serve_processes_must_be_a_whole_number_of_at_least_1(tmp_path: Path, value: str) -> None:
+    result = run(tmp_path, "serve", "--processes", value)
+    assert result.returncode == 2
+    assert "--processes" in result.stderr
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_serve_processes_2_serves_on_consecutive_ports_and_stops_all_on_sigterm(
+    tmp_path: Path, mysql_url: str, redis_url: str
+) -> None:
+    env = multi_process_env(mysql_url, redis_url)
+    with serving_processes(tmp_path, env) as supervised:
+        instances = set()
+        for port in supervised.ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+                instances.add(answer.headers["X-Mservices-Instance"])
+        assert instances == {str(port) for port in supervised.ports}
+        children = supervised.child_pids()
+        assert sorted(children) == list(supervised.ports)
+        assert stop(supervised.process, timeout=PROCESSES_TIMEOUT) == 0
+    for pid in children.values():
+        assert not _alive(pid)
+    assert supervised.stderr().count("stopped") >= 2
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_a_crashed_process_stops_the_others_and_the_supervisor_exits_1(
+    tmp_path: Path, mysql_url: str, redis_url: str
+) -> None:
+    env = multi_process_env(mysql_url, redis_url)
+    with serving_processes(tmp_path, env) as supervised:
+        children = supervised.child_pids()
+        first, second = supervised.ports
+        os.kill(children[first], signal.SIGKILL)
+        assert supervised.process.wait(timeout=PROCESSES_TIMEOUT) == 1
+    assert not _alive(children[second])
+    assert f"(port {first}) exited with status -9; stopping the others" in supervised.stderr()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists (and is not a zombie of ours: the supervisor reaps them)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -119,6 +119,8 @@ async def test_path_parameters_are_templated_and_declared(document: dict[str, An
         assert all(parameter["required"] is True for parameter in declared.values())
     session = document["paths"]["/user/sessions/{session_id}"]["delete"]["parameters"][0]
     assert session["schema"] == {"type": "integer", "minimum": 0}
+    download = document["paths"]["/api/downloads/{download_id}"]["get"]["parameters"][0]
+    assert download["schema"] == {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 
 
 async def test_every_ref_resolves_to_a_component_schema(document: dict[str, Any]) -> None:

@@ -15,8 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,54 +23,28 @@ import pytest
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
 
+from repositories.db import create_engine
 from server.runtime import GOODBYE, DrainingHTTPServer
-from tests.server.test_cli import SERVE_TIMEOUT, clean_env, free_port, run, serving, wait_for_status
+from tests.conftest import service_url, wipe
+from tests.processes import HOST, Served, create_superuser, serve, server_env
+from tests.server.test_cli import (
+    SERVE_TIMEOUT,
+    multi_process_env,
+    serving_processes,
+)
 
-HOST = "127.0.0.1"
 NAME = "x"
 PASSWORD = "correct horse battery"
 WAIT = 10.0
 """The longest a socket operation in these tests may block."""
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    """A running ``mservices serve`` and where it listens."""
-
-    process: subprocess.Popen[bytes]
-    http_port: int
-    tcp_port: int
-    cwd: Path
-
-    def stderr(self) -> str:
-        """What the process logged so far."""
-        return (self.cwd / "serve.err").read_text(encoding="utf-8", errors="replace")
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """``mservices serve`` on free HTTP and TCP ports, with the superuser NAME already created."""
-    http_port, tcp_port = free_port(), free_port()
-    env = clean_env(
-        MSERVICES_DATA_DIR=str(tmp_path / "data"),
-        MSERVICES_HOST=HOST,
-        MSERVICES_PORT=str(http_port),
-        MSERVICES_TCP_PORT=str(tcp_port),
-    )
-    created = run(
-        tmp_path,
-        "createsuperuser",
-        "--name",
-        NAME,
-        "--password-stdin",
-        env=env,
-        stdin_text=PASSWORD,
-    )
-    assert created.returncode == 0, created.stderr
-    with serving(tmp_path, env) as process:
-        served = Served(process, http_port, tcp_port, tmp_path)
-        status = wait_for_status(process, f"http://{HOST}:{http_port}/healthz", 200)
-        assert status == 200, f"status {status}; stderr:\n{served.stderr()}"
+    env = server_env(MSERVICES_DATA_DIR=str(tmp_path / "data"))
+    create_superuser(tmp_path, env, NAME, PASSWORD)
+    with serve(tmp_path, env) as served:
         yield served
 
 
@@ -131,30 +104,70 @@ def test_sigterm_sends_tcp_clients_the_goodbye_line_and_exits_0(served: Served) 
 def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_connections(
     served: Served,
 ) -> None:
+    sigterm_during_a_login(served.process, served.http_port, (served.http_port,), served.stderr)
+
+
+def sigterm_during_a_login(
+    process: subprocess.Popen[bytes],
+    port: int,
+    listening: tuple[int, ...],
+    stderr: Callable[[], str],
+) -> None:
+    """Start a login on ``port``, SIGTERM ``process`` while its body is still arriving, check
+    that every port in ``listening`` refuses new connections, then that the login succeeds and
+    ``process`` exits 0."""
     body = json.dumps({"name": NAME, "pwd": PASSWORD}).encode()
     head = (
-        f"POST /user/login HTTP/1.1\r\nHost: {HOST}:{served.http_port}\r\n"
+        f"POST /user/login HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Expect: 100-continue\r\n\r\n"
     ).encode()
-    with connect(served.http_port) as client, client.makefile("rb") as response:
+    with connect(port) as client, client.makefile("rb") as response:
         client.sendall(head)
         # The interim answer proves the server has the headers: the request is in flight.
         assert response.readline().startswith(b"HTTP/1.1 100")
         assert response.readline() == b"\r\n"
         client.sendall(body[:5])
 
-        served.process.send_signal(signal.SIGTERM)
-        assert refuses_connections(served.http_port), served.stderr()
-        assert served.process.poll() is None  # still waiting for our request
+        process.send_signal(signal.SIGTERM)
+        for each in listening:
+            assert refuses_connections(each), stderr()
+        assert process.poll() is None  # still waiting for our request
 
         client.sendall(body[5:])
         status_line = response.readline()
         answer = response.read()  # the server closes the connection after the response
-    assert status_line.startswith(b"HTTP/1.1 200"), (status_line, answer, served.stderr())
+    assert status_line.startswith(b"HTTP/1.1 200"), (status_line, answer, stderr())
     assert b'"token"' in answer
-    assert served.process.wait(timeout=15) == 0
-    assert "still running" not in served.stderr()
+    assert process.wait(timeout=15) == 0
+    assert "still running" not in stderr()
+
+
+@pytest.mark.mariadb
+@pytest.mark.redis
+def test_sigterm_to_the_supervisor_of_2_processes_lets_a_request_in_flight_finish(
+    tmp_path: Path, mysql_url: str
+) -> None:
+    env = multi_process_env(mysql_url, service_url("MSERVICES_TEST_REDIS_URL", "Redis"))
+    try:
+        create_superuser(tmp_path, env, NAME, PASSWORD)
+        with serving_processes(tmp_path, env) as supervised:
+            children = supervised.child_pids()
+            first, second = supervised.ports
+            sigterm_during_a_login(supervised.process, second, (first, second), supervised.stderr)
+        assert set(children) == {first, second}
+        assert supervised.stderr().count("exited with status 0") == 2
+    finally:
+        asyncio.run(wipe_database(mysql_url))
+
+
+async def wipe_database(url: str) -> None:
+    """Delete every row the test's processes wrote to the shared MariaDB test database."""
+    engine = create_engine(url)
+    try:
+        await wipe(engine)
+    finally:
+        await engine.dispose()
 
 
 # --- DrainingHTTPServer, in process ---------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,11 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from tornado.web import Application, RequestHandler
 
 from repositories.menus import MenuNode
+from schemas.orders import OrderRead
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
+from server.handlers.cookies import CookieRow
+from server.handlers.orders import REVIEW
 from server.principal import Principal
 from server.ui_modules import UI_MODULES
 
@@ -37,6 +42,16 @@ OPTIONS = [
 ]
 
 ROLES = [RoleRow(id=1, name="<i>", description="<i>", menu_ids=frozenset({1}))]
+
+ORDER = OrderRead(
+    id=1,
+    goods_id=1,
+    goods_name="<i>",
+    price=Decimal("1.00"),
+    status="placed",
+    review="<i>",
+    created_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+)
 
 PRINCIPAL = Principal(user_id=1, name="<i>", is_superuser=False, role_ids=frozenset())
 
@@ -71,6 +86,22 @@ NAMESPACES: dict[str, dict[str, Any]] = {
     "docs.html": {"menus": TREE, "document": DOCUMENT, "pretty": json.dumps},
     "chat/room.html": {"menus": TREE, "room": "<i>", "me": "<i>", "title": "<i>"},
     "chat/ticker.html": {"menus": TREE},
+    "cookie.html": {
+        "menus": TREE,
+        "cookies": [CookieRow(name="<i>", value="<i>", protected=False)],
+        "error": "<i>",
+        "name": "<i>",
+        "value": "<i>",
+    },
+    "orders.html": {"menus": TREE, "orders": [ORDER], "count": 2},
+    "order.html": {
+        "menus": TREE,
+        "order": ORDER,
+        "action": REVIEW,
+        "error": "<i>",
+        "review": "<i>",
+    },
+    "downloads.html": {"menus": TREE},
     "admin/menus.html": {"menus": TREE, "tree": TREE, "options": OPTIONS},
     "admin/menu_node.html": {"node": TREE[0], "options": OPTIONS, "first": True, "last": False},
     "admin/roles.html": {"menus": TREE, "roles": ROLES, "options": OPTIONS},

@@ -25,6 +25,7 @@ from tests.conftest import Client, Response, make_settings, serve_app, service_u
 from tests.server.handlers.test_user import PASSWORD, bearer, login, make_superuser, register
 
 NO_SUCH_ID = 2**31 - 1
+ADMIN_API_PREFIXES = ("/api/menus", "/api/roles", "/api/users")
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -1289,10 +1290,10 @@ async def test_every_admin_route_is_in_openapi_with_its_models_and_errors(client
     api_operations = {
         (path, method)
         for path, methods in paths.items()
-        if path.startswith("/api/")
+        if path.startswith(ADMIN_API_PREFIXES)
         for method in methods
     }
-    assert api_operations == {key for key in DOCUMENTED if key[0].startswith("/api/")}
+    assert api_operations == {key for key in DOCUMENTED if key[0].startswith(ADMIN_API_PREFIXES)}
     assert paths["/api/menus/{menu_id}"]["get"]["parameters"] == [
         {
             "name": "menu_id",

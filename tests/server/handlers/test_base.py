@@ -254,6 +254,13 @@ async def test_an_unknown_page_is_an_html_404(client: Client) -> None:
     assert "404" in response.text
 
 
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "DELETE"])
+async def test_an_unknown_route_is_a_404_whatever_the_method(client: Client, method: str) -> None:
+    response = await client.request(method, "/api/nothing-here")
+    assert response.status == 404
+    assert response.json()["code"] == "not_found"
+
+
 async def test_an_unknown_route_posted_without_xsrf_is_still_a_404(client: Client) -> None:
     response = await client.post("/api/nothing-here", json_body={})
     assert response.status == 404

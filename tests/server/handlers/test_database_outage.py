@@ -39,17 +39,22 @@ async def test_losing_the_database_is_503_and_service_resumes_when_it_returns(
     proxied_client: tuple[Client, TcpProxy],
 ) -> None:
     client, proxy = proxied_client
-    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
 
     await proxy.cut()
-    down = await client.get("/healthz")
+    down = await client.get("/readyz")
     assert down.status == 503
-    assert down.json()["code"] == "database_unavailable"
+    assert down.json()["code"] == "not_ready"
+    assert [item["field"] for item in down.json()["errors"]] == ["database"]
+    assert (await client.get("/healthz")).status == 200  # alive: the process itself is fine
+    login = await client.post("/user/login", json_body={"name": "cxk", "pwd": "not-checked"})
+    assert login.status == 503
+    assert login.json()["code"] == "database_unavailable"
     page = await client.get("/", headers={"Accept": "text/html"})
     assert page.status == 503
     assert page.headers["Content-Type"].startswith("text/html")
     assert "Traceback" not in page.text
 
     await proxy.restore()
-    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
     assert (await client.get("/")).status == 200

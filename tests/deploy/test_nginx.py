@@ -1,0 +1,290 @@
+"""``deploy/nginx.conf`` with Debian's nginx in front of ``mservices serve --processes 2`` (MariaDB
+and Redis shared): the /user API, static files, chat between clients on different processes, and
+the real client address, all through nginx; forwarding headers sent straight to a process by a
+client that is not a trusted proxy are ignored.
+
+The client is made to come from 127.0.0.2: loopback, but not a trusted proxy (only 127.0.0.1 and
+::1 are), so the address the app reports tells nginx's forwarding apart from the peer address.
+nginx runs as a plain subprocess on a config rendered from the shipped file, never as the
+system service; without nginx the module is skipped (failed under
+MSERVICES_TEST_REQUIRE_SERVICES=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import select
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from bench.nginx import find_nginx, render_conf, running_nginx
+from bench.servers import free_port
+from repositories.db import create_engine
+from repositories.models import AuditEntry
+from server.runtime import INSTANCE_HEADER
+from tests.conftest import REQUIRE_SERVICES, service_url
+from tests.server.test_cli import multi_process_env, serving_processes
+from tests.server.test_runtime import wipe_database
+
+CLIENT_IP = "127.0.0.2"
+SPOOFED = {"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8"}
+PASSWORD = "correct horse battery"
+WAIT = 10.0
+ATTEMPTS = 20
+"""WebSocket connections tried before two land on different processes (nginx alternates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """nginx in front of two app processes."""
+
+    nginx_url: str
+    app_urls: tuple[str, str]
+    mysql_url: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, mysql_url: str) -> Iterator[Stack]:
+    """nginx (rendered deploy/nginx.conf) in front of ``serve --processes 2``."""
+    if find_nginx() is None:
+        reason = "the nginx test needs Debian's nginx (.ci/run installs it)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"MSERVICES_TEST_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+    redis_url = service_url("MSERVICES_TEST_REDIS_URL", "Redis")
+    work = tmp_path_factory.mktemp("nginx")
+    env = multi_process_env(mysql_url, redis_url, MSERVICES_XHEADERS="true")
+    try:
+        with serving_processes(work, env) as supervised:
+            first, second = supervised.ports
+            listen = free_port()
+            conf = render_conf(listen=f"127.0.0.1:{listen}", ports=supervised.ports, state_dir=work)
+            with running_nginx(conf, work, listen):
+                yield Stack(
+                    f"http://127.0.0.1:{listen}",
+                    (f"http://127.0.0.1:{first}", f"http://127.0.0.1:{second}"),
+                    mysql_url,
+                )
+    finally:
+        asyncio.run(wipe_database(mysql_url))
+
+
+async def fetch(
+    url: str,
+    method: str = "GET",
+    *,
+    body: Any = None,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTTPResponse:
+    """One request from CLIENT_IP (never raises on an error status)."""
+    all_headers = dict(headers or {})
+    data: str | None = None
+    if body is not None:
+        data = json.dumps(body)
+        all_headers["Content-Type"] = "application/json"
+    elif form is not None:
+        data = urlencode(form)
+        all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+    http = AsyncHTTPClient(force_instance=True)
+    try:
+        return await http.fetch(
+            HTTPRequest(
+                url,
+                method=method,
+                body=data,
+                headers=all_headers,
+                network_interface=CLIENT_IP,
+                follow_redirects=False,
+                request_timeout=WAIT,
+            ),
+            raise_error=False,
+        )
+    finally:
+        http.close()
+
+
+def cookies(response: HTTPResponse) -> dict[str, str]:
+    """The cookies ``response`` sets."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("Set-Cookie"):
+        jar.load(header)
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+async def register(base_url: str) -> str:
+    """A fresh account registered through ``base_url``; returns its name."""
+    name = f"n{secrets.token_hex(5)}"
+    response = await fetch(f"{base_url}/user", "POST", body={"name": name, "pwd": PASSWORD})
+    assert response.code == 201, response.body
+    return name
+
+
+async def browser_session(base_url: str, name: str) -> str:
+    """Log ``name`` in with the XSRF-protected form ``POST /login``; the Cookie header to send."""
+    form_page = await fetch(f"{base_url}/login")
+    xsrf = cookies(form_page)["_xsrf"]
+    response = await fetch(
+        f"{base_url}/login",
+        "POST",
+        form={"_xsrf": xsrf, "name": name, "pwd": PASSWORD, "next": "/"},
+        headers={"Cookie": f"_xsrf={xsrf}"},
+    )
+    assert response.code == 302, response.body
+    return f"mservices_session={cookies(response)['mservices_session']}"
+
+
+async def open_chat(base_url: str, cookie: str, room: str) -> WebSocketClientConnection:
+    """The chat WebSocket of ``room`` through ``base_url``, history read."""
+    request = HTTPRequest(
+        "ws" + base_url.removeprefix("http") + f"/message?room={room}",
+        headers={"Cookie": cookie, "Origin": base_url},
+        network_interface=CLIENT_IP,
+        request_timeout=WAIT,
+    )
+    return await asyncio.wait_for(websocket_connect(request), WAIT)
+
+
+async def next_frame(
+    connection: WebSocketClientConnection, kind: str, text: str | None = None
+) -> dict[str, Any]:
+    """The next frame of type ``kind`` (and ``text``, when given); others are skipped."""
+    while True:
+        raw = await asyncio.wait_for(connection.read_message(), WAIT)
+        assert raw is not None, f"closed before a {kind!r} frame"
+        frame: dict[str, Any] = json.loads(raw)
+        if frame["type"] == kind and text in (None, frame.get("text")):
+            return frame
+
+
+async def close(connection: WebSocketClientConnection) -> None:
+    """Close a WebSocket and wait (bounded) until the server has closed it too."""
+    connection.close()
+    with contextlib.suppress(TimeoutError):
+        while await asyncio.wait_for(connection.read_message(), WAIT) is not None:
+            pass
+
+
+async def test_the_user_api_works_through_nginx(stack: Stack) -> None:
+    name = await register(stack.nginx_url)
+    login = await fetch(
+        f"{stack.nginx_url}/user/login", "POST", body={"name": name, "pwd": PASSWORD}
+    )
+    assert login.code == 200, login.body
+    token = json.loads(login.body)["token"]
+    me = await fetch(f"{stack.nginx_url}/user/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.code == 200, me.body
+    assert json.loads(me.body)["user"]["name"] == name
+    assert me.headers[INSTANCE_HEADER] in {url.rsplit(":", 1)[1] for url in stack.app_urls}
+
+
+async def test_static_files_are_served_by_nginx_itself(stack: Stack, project_dir: Path) -> None:
+    response = await fetch(f"{stack.nginx_url}/s/css/site.css")
+    assert response.code == 200
+    assert response.body == (project_dir / "static" / "css" / "site.css").read_bytes()
+    assert INSTANCE_HEADER not in response.headers  # no app process answered
+
+
+async def test_downloads_under_s_go_to_the_app(stack: Stack) -> None:
+    response = await fetch(f"{stack.nginx_url}/s/downloads/no-such-file.bin")
+    assert response.code == 404
+    assert INSTANCE_HEADER in response.headers
+
+
+async def test_chat_reaches_a_client_on_the_other_process(stack: Stack) -> None:
+    room = f"r{secrets.token_hex(4)}"
+    cookie = await browser_session(stack.nginx_url, await register(stack.nginx_url))
+    sockets: dict[str, WebSocketClientConnection] = {}
+    extra: list[WebSocketClientConnection] = []
+    try:
+        for _ in range(ATTEMPTS):
+            connection = await open_chat(stack.nginx_url, cookie, room)
+            instance = connection.headers[INSTANCE_HEADER]
+            if instance in sockets:
+                extra.append(connection)
+            else:
+                sockets[instance] = connection
+            if len(sockets) == 2:
+                break
+        assert len(sockets) == 2, f"every connection landed on {list(sockets)}"
+        first, second = sockets.values()
+        await next_frame(first, "history")
+        await next_frame(second, "history")
+        first.write_message(json.dumps({"type": "message", "text": "hello from one"}))
+        heard = await next_frame(second, "message", "hello from one")
+        assert heard["room"] == room
+        second.write_message(json.dumps({"type": "message", "text": "and back"}))
+        assert (await next_frame(first, "message", "and back"))["room"] == room
+    finally:
+        for connection in [*sockets.values(), *extra]:
+            await close(connection)
+
+
+async def test_the_app_sees_the_real_client_address_through_nginx(stack: Stack) -> None:
+    request = HTTPRequest(
+        "ws" + stack.nginx_url.removeprefix("http") + "/ticker",
+        headers={"Origin": stack.nginx_url, **SPOOFED},
+        network_interface=CLIENT_IP,
+        request_timeout=WAIT,
+    )
+    ticker = await asyncio.wait_for(websocket_connect(request), WAIT)
+    try:
+        greeting = await asyncio.wait_for(ticker.read_message(), WAIT)
+    finally:
+        await close(ticker)
+    assert isinstance(greeting, str)
+    assert greeting.endswith(CLIENT_IP)
+
+
+async def test_logins_through_nginx_are_audited_and_throttled_under_the_real_address(
+    stack: Stack,
+) -> None:
+    name = await register(stack.nginx_url)
+    wrong = await fetch(
+        f"{stack.nginx_url}/user/login", "POST", body={"name": name, "pwd": "wrong password!"}
+    )
+    assert wrong.code == 401
+    engine = create_engine(stack.mysql_url)
+    try:
+        async with engine.connect() as connection:
+            addresses = set(
+                await connection.scalars(
+                    select(AuditEntry.client_ip).where(AuditEntry.actor == name)
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert addresses == {CLIENT_IP}
+
+
+async def test_echo_reports_the_real_client_address_through_nginx(stack: Stack) -> None:
+    response = await fetch(f"{stack.nginx_url}/echo", headers=SPOOFED)
+    assert response.code == 200, response.body
+    assert json.loads(response.body)["remote_ip"] == CLIENT_IP
+
+
+async def test_forwarding_headers_sent_straight_to_a_process_by_a_client_are_ignored(
+    stack: Stack,
+) -> None:
+    response = await fetch(f"{stack.app_urls[1]}/echo", headers=SPOOFED)
+    assert response.code == 200, response.body
+    assert json.loads(response.body)["remote_ip"] == CLIENT_IP
+
+
+async def test_metrics_are_not_served_through_nginx_but_on_each_process_port(
+    stack: Stack,
+) -> None:
+    assert (await fetch(f"{stack.nginx_url}/metrics")).code == 404
+    # Straight to a process from 127.0.0.2: not in MSERVICES_METRICS_ALLOW, refused.
+    assert (await fetch(f"{stack.app_urls[0]}/metrics")).code == 403
