@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ.get(fanout.REDIS_URL_ENV, fanout.DEFAULT_REDIS_URL),
                 config.duration_s,
                 config.connections,
+                smoke=args.smoke,
             )
         except (wrk.WrkError, servers.ServerError, nginx.NginxError) as error:
             nginx_rows = []

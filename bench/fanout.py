@@ -15,6 +15,9 @@ core. In one run, one after the other:
 
 Every mservices connection reuses one browser session (one ``POST /login``: the same user in many
 tabs) and sends the server's own ``Origin``.
+
+``measure_url`` runs one fan-out against a server somebody else started (``bench/nginx.py``: one
+process directly, then nginx in front of two): the login and every WebSocket go through that URL.
 """
 
 import http.client
@@ -39,6 +42,7 @@ REDIS_URL_ENV = "MSERVICES_BENCH_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 USER = "bench-fanout"
 ROOM = "fanout"
+ROOM_PATH = f"/message?room={ROOM}"
 MSERVICES_FRAME_PREFIX = '{"type":"message"'
 """mservices frames are JSON; only ``message`` frames count as deliveries."""
 TARGET_PEER_RATIO = 1.0
@@ -296,12 +300,24 @@ class _Runner:
         self.report.problems.append(f"[fanout] {run.label}: {run.failure}")
 
 
+def measure_url(base_url: str, label: str, sizes: Sizes, pinning: servers.Pinning) -> FanoutReport:
+    """One fan-out, called ``label``, against mservices already serving ``base_url`` (a process,
+    or a proxy in front of several): the session login and every WebSocket go through that URL.
+    A step that fails is a failed run in the report, with its problem, never an exception."""
+    runner = _Runner(sizes, pinning)
+    try:
+        cookie = session_cookie(base_url)
+        runner.fanout(label, [endpoint(base_url, ROOM_PATH, cookie)], MSERVICES_FRAME_PREFIX)
+    except (RuntimeError, OSError) as error:  # FanoutError, registration, connection refused
+        runner.fail(FanoutRun(label, failure=str(error)))
+    return runner.report
+
+
 def run(mysql_url: str | None, redis_url: str | None, smoke: bool) -> FanoutReport:
     """Measure idle memory, mservices and the peer, then two processes when possible."""
     sizes = SMOKE if smoke else FULL
     executable = servers.find_mservices()
     runner = _Runner(sizes, servers.cpu_pinning())
-    room = f"/message?room={ROOM}"
     with tempfile.TemporaryDirectory(prefix="mservices-fanout-") as scratch:
         work = Path(scratch)
         try:
@@ -311,7 +327,9 @@ def run(mysql_url: str | None, redis_url: str | None, smoke: bool) -> FanoutRepo
                 cookie = session_cookie(server.base_url)
                 runner.report.memory = runner.memory(server, "/message?room=fanout-idle", cookie)
                 runner.fanout(
-                    MSERVICES, [endpoint(server.base_url, room, cookie)], MSERVICES_FRAME_PREFIX
+                    MSERVICES,
+                    [endpoint(server.base_url, ROOM_PATH, cookie)],
+                    MSERVICES_FRAME_PREFIX,
                 )
         except (RuntimeError, OSError) as error:  # ServerError, FanoutError, registration
             runner.fail(FanoutRun(MSERVICES, failure=str(error)))
@@ -332,7 +350,7 @@ def run(mysql_url: str | None, redis_url: str | None, smoke: bool) -> FanoutRepo
             try:
                 with _two_processes(executable, mysql_url, redis_url, work, runner.pinning) as pair:
                     cookie = session_cookie(pair[0].base_url)
-                    ends = [endpoint(server.base_url, room, cookie) for server in pair]
+                    ends = [endpoint(server.base_url, ROOM_PATH, cookie) for server in pair]
                     runner.fanout(TWO_PROCESSES, ends, MSERVICES_FRAME_PREFIX)
             except (RuntimeError, OSError) as error:  # ServerError, FanoutError, registration
                 runner.fail(FanoutRun(TWO_PROCESSES, failure=str(error)))

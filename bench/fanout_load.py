@@ -274,6 +274,7 @@ class FanoutResult:
     delivered: int
     deliveries_per_s: float
     p50_ms: float | None
+    p90_ms: float | None
     p99_ms: float | None
     max_ms: float | None
     load_cpu_share: float
@@ -333,6 +334,7 @@ async def fanout(config: dict[str, Any]) -> FanoutResult:
         delivered=len(latencies),
         deliveries_per_s=len(latencies) / span if span > 0 else 0.0,
         p50_ms=_ms(percentile(latencies, 0.50)),
+        p90_ms=_ms(percentile(latencies, 0.90)),
         p99_ms=_ms(percentile(latencies, 0.99)),
         max_ms=_ms(percentile(latencies, 1.0)),
         load_cpu_share=cpu_share,

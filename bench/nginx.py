@@ -5,14 +5,13 @@ a plain subprocess (never the system service) and stops it. The nginx test
 (``tests/deploy/test_nginx.py``) uses both, so the config measured, tested and shipped is one
 file.
 
-The scenario: ``GET /user/me`` (bearer token) through nginx with ``serve --processes 2``, against
-one process directly; each row's ratio is to the direct run. It needs MariaDB
+The scenario: ``GET /user/me`` (bearer token) and the chat fan-out of ``bench/fanout.py`` (its
+load generator, with the login and every WebSocket going through the URL measured) through nginx
+with ``serve --processes 2``, against one process directly; each row's ratio is to the direct
+run of its scenario, and a proxied row's note gives the p99 ratio. A fan-out row is in wrk's
+shape (``deliveries``): its req/s are deliveries/s. It needs MariaDB
 (``MSERVICES_BENCH_MYSQL_URL``) and Redis (``MSERVICES_BENCH_REDIS_URL``, as the fan-out bench;
 a unique key prefix per run) and is skipped, with the reason printed, without MariaDB.
-
-Hook for chat fan-out through nginx: ``FANOUT_HOOK`` (below) is where the fan-out measurement
-of ``bench/fanout.py`` plugs in: it is called with each base URL (the direct process, then
-nginx) and that row's target label, and returns rows to add.
 """
 
 import os
@@ -24,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from bench import report, servers, wrk
+from bench import fanout, report, servers, wrk
 from bench.report import Row
 from bench.scenarios import SCENARIOS, request_headers
 
@@ -41,10 +42,12 @@ STOP_TIMEOUT_S = 10.0
 SCENARIO_NAME = "GET /user/me (token)"
 DIRECT = "1 process, direct"
 PROXIED = "nginx, 2 processes"
-
-FanoutHook = Callable[[str, str], list[Row]]
-FANOUT_HOOK: FanoutHook | None = None
-"""Set to ``f(base_url, target_label) -> rows`` to add chat fan-out, direct and through nginx."""
+FANOUT_FULL = fanout.Sizes(
+    clients=500, senders=10, rate=50, duration_s=5, idle_connections=0, drain_s=15
+)
+FANOUT_SMOKE = fanout.Sizes(
+    clients=20, senders=4, rate=20, duration_s=1, idle_connections=0, drain_s=3
+)
 
 
 class NginxError(RuntimeError):
@@ -76,9 +79,12 @@ def render_conf(
 
 
 @contextmanager
-def running_nginx(conf_text: str, work_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def running_nginx(
+    conf_text: str, work_dir: Path, port: int, prefix: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run nginx (foreground, its own prefix ``work_dir``) on ``conf_text`` until it listens on
-    ``port``; stop it (SIGQUIT: graceful) on exit."""
+    ``port``; stop it (SIGQUIT: graceful) on exit. ``prefix`` goes before the command, e.g.
+    ``taskset -c 0`` to share the servers' core."""
     binary = find_nginx()
     if binary is None:
         raise NginxError("nginx is not installed (apt-get install nginx)")
@@ -95,7 +101,7 @@ def running_nginx(conf_text: str, work_dir: Path, port: int) -> Iterator[subproc
     if checked.returncode != 0:
         raise NginxError(f"nginx rejects the config: {checked.stderr.strip()}")
     with (work_dir / "nginx.stderr").open("wb") as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen([*prefix, *command], stdin=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_for_port(process, port, work_dir)
         yield process
@@ -123,9 +129,72 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, work_dir: Path) 
     raise NginxError(f"nginx did not listen on port {port} within {START_TIMEOUT_S:.0f} s")
 
 
-def run(mysql_url: str | None, redis_url: str, duration_s: int, connections: int) -> list[Row]:
-    """Measure ``GET /user/me`` directly on one process and through nginx on two; the ratio of
-    each row is to the direct run. Returns no rows (and says why) without MariaDB or nginx."""
+def fanout_scenario(sizes: fanout.Sizes) -> str:
+    """The scenario name of a fan-out row."""
+    return f"chat fan-out ({sizes.clients:,} clients, {sizes.rate} msg/s)"
+
+
+def deliveries(result: Mapping[str, Any]) -> wrk.WrkResult:
+    """A fan-out's figures (``bench.fanout_load.FanoutResult`` as JSON) in wrk's shape, so they
+    share the table: a delivery is a response (req/s are deliveries/s, latencies delivery
+    latencies), an undelivered message a timeout, a failed connection a connect error and a
+    connection the server closed a read error."""
+    delivered = int(result["delivered"])
+    per_s = float(result["deliveries_per_s"])
+    closed: Mapping[Any, int] = result.get("closed_by_server") or {}
+    return wrk.WrkResult(
+        requests=delivered,
+        duration_s=delivered / per_s if per_s > 0 else 0.0,
+        bytes_read=0,
+        p50_ms=float(result["p50_ms"] or 0.0),
+        p90_ms=float(result.get("p90_ms") or 0.0),
+        p99_ms=float(result["p99_ms"] or 0.0),
+        max_ms=float(result.get("max_ms") or 0.0),
+        connect_errors=int(result.get("connect_failures", 0)),
+        read_errors=sum(closed.values()),
+        write_errors=0,
+        timeout_errors=max(0, int(result["expected"]) - delivered),
+        status_errors=0,
+    )
+
+
+def fanout_row(target: str, run: fanout.FanoutRun, sizes: fanout.Sizes) -> Row:
+    """The table row of one fan-out run, or of its failure."""
+    scenario = fanout_scenario(sizes)
+    if run.result is None:
+        return Row(target, scenario, failure=run.failure or "no result")
+    result = run.result
+    note = f"req/s = deliveries/s; {result['delivered']:,}/{result['expected']:,} delivered"
+    return Row(target, scenario, deliveries(result), note=f"{note}, {run.bound}")
+
+
+def p99_ratio(row: Row, direct: Row | None) -> float | None:
+    """``row``'s p99 over ``direct``'s; None unless both were measured without a single error
+    (the p99 of what arrived is only a lower bound while anything failed)."""
+    if direct is None or row.result is None or direct.result is None:
+        return None
+    if row.result.errors or direct.result.errors or not direct.result.p99_ms:
+        return None
+    return row.result.p99_ms / direct.result.p99_ms
+
+
+def compared(row: Row, direct: Row) -> Row:
+    """``row`` with its ratio taken to ``direct``'s req/s and, for a proxied row, its p99 ratio
+    in the note."""
+    baseline = direct.result.requests_per_s if direct.result else None
+    if row is direct:
+        return replace(row, floor_rps=baseline)
+    ratio = p99_ratio(row, direct)
+    shown = f"p99 {ratio:.2f}x direct" if ratio is not None else "p99 ratio - (errors)"
+    return replace(row, floor_rps=baseline, note="; ".join(filter(None, [shown, row.note])))
+
+
+def run(
+    mysql_url: str | None, redis_url: str, duration_s: int, connections: int, *, smoke: bool
+) -> list[Row]:
+    """Measure ``GET /user/me`` and the chat fan-out directly on one process and through nginx
+    on two; each row's ratio is to the direct run of its scenario. Returns no rows (and says
+    why) without MariaDB or nginx."""
     if not mysql_url:
         print("bench: nginx: skipped: set MSERVICES_BENCH_MYSQL_URL (two processes need MariaDB)")
         return []
@@ -142,6 +211,7 @@ def run(mysql_url: str | None, redis_url: str, duration_s: int, connections: int
         threads=1 if pinning.enabled else 2,
         prefix=pinning.load,
     )
+    sizes = FANOUT_SMOKE if smoke else FANOUT_FULL
     target = servers.Target("mariadb", mysql_url)
     shared = {
         "MSERVICES_REDIS_URL": redis_url,
@@ -149,20 +219,21 @@ def run(mysql_url: str | None, redis_url: str, duration_s: int, connections: int
         "MSERVICES_XHEADERS": "true",
     }
 
-    def measure(base_url: str) -> wrk.WrkResult:
+    def measure(base_url: str, label: str) -> tuple[Row, Row]:
+        """The /user/me row and the fan-out row of the server at ``base_url``."""
+        print(f"bench: nginx: {label}", file=sys.stderr)
         headers = request_headers(scenario, base_url)
-        return wrk.run_wrk(wrk_path, base_url + scenario.path, load, headers=headers)
+        result = wrk.run_wrk(wrk_path, base_url + scenario.path, load, headers=headers)
+        chat = fanout.measure_url(base_url, label, sizes, pinning)
+        for problem in chat.problems:
+            print(f"bench: nginx: {problem}", file=sys.stderr)
+        return Row(label, scenario.name, result), fanout_row(label, chat.runs[0], sizes)
 
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mservices-bench-nginx-") as scratch:
         work = Path(scratch)
         (work / "one").mkdir()
         with servers.mservices_server(executable, target, work / "one", pinning) as one:
-            print("bench: nginx: 1 process directly", file=sys.stderr)
-            direct = measure(one.base_url)
-            rows.append(Row(DIRECT, scenario.name, direct, direct.requests_per_s))
-            if FANOUT_HOOK is not None:
-                rows.extend(FANOUT_HOOK(one.base_url, DIRECT))
+            direct = measure(one.base_url, DIRECT)
         (work / "two").mkdir()
         with servers.mservices_server(
             executable, target, work / "two", pinning, extra_env=shared, processes=2
@@ -176,23 +247,21 @@ def run(mysql_url: str | None, redis_url: str, duration_s: int, connections: int
             conf = render_conf(
                 listen=f"{servers.HOST}:{listen}", ports=(first, first + 1), state_dir=work
             )
-            with running_nginx(conf, work, listen):
-                proxy_url = f"http://{servers.HOST}:{listen}"
-                print("bench: nginx: 2 processes through nginx", file=sys.stderr)
-                proxied = measure(proxy_url)
-                rows.append(Row(PROXIED, scenario.name, proxied, direct.requests_per_s))
-                if FANOUT_HOOK is not None:
-                    rows.extend(FANOUT_HOOK(proxy_url, PROXIED))
-    return rows
+            # nginx shares the server core: the ratio is the proxy hop's cost, not a core's gain
+            with running_nginx(conf, work, listen, pinning.server):
+                proxied = measure(f"http://{servers.HOST}:{listen}", PROXIED)
+    pairs = zip(direct, proxied, strict=True)
+    return [row for base, via in pairs for row in (compared(base, base), compared(via, base))]
 
 
 def format_rows(rows: Sequence[Row]) -> str:
-    """The table of the nginx rows (ratio: to one process measured directly)."""
+    """The table of the nginx rows (ratio: to the same scenario on one process directly)."""
     return "nginx (ratio to 1 process directly):\n" + report.format_table(rows)
 
 
 def summary(rows: Sequence[Row]) -> list[Mapping[str, object]]:
     """The rows as plain data for ``last.json``."""
+    directs = {row.scenario: row for row in rows if row.target == DIRECT}
     return [
         {
             "target": row.target,
@@ -200,6 +269,10 @@ def summary(rows: Sequence[Row]) -> list[Mapping[str, object]]:
             "requests_per_s": row.result.requests_per_s if row.result else None,
             "p99_ms": row.result.p99_ms if row.result else None,
             "ratio": row.ratio,
+            "p99_ratio": p99_ratio(row, directs.get(row.scenario)),
+            "errors": row.result.errors if row.result else None,
+            "failure": row.failure,
+            "note": row.note,
         }
         for row in rows
     ]
