@@ -64,7 +64,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mysql_url: str) -> Iterator[
         pytest.skip(reason)
     redis_url = service_url("MSERVICES_TEST_REDIS_URL", "Redis")
     work = tmp_path_factory.mktemp("nginx")
-    env = multi_process_env(mysql_url, redis_url, MSERVICES_XHEADERS="true")
+    env = multi_process_env(
+        mysql_url, redis_url, MSERVICES_XHEADERS="true", MSERVICES_DOWNLOAD_ALLOW="127.0.0.1"
+    )
     try:
         with serving_processes(work, env) as supervised:
             first, second = supervised.ports
@@ -131,6 +133,13 @@ async def register(base_url: str) -> str:
     return name
 
 
+async def bearer(base_url: str, name: str) -> dict[str, str]:
+    """Log ``name`` in through ``POST /user/login``; the Authorization header to send."""
+    login = await fetch(f"{base_url}/user/login", "POST", body={"name": name, "pwd": PASSWORD})
+    assert login.code == 200, login.body
+    return {"Authorization": f"Bearer {json.loads(login.body)['token']}"}
+
+
 async def browser_session(base_url: str, name: str) -> str:
     """Log ``name`` in with the XSRF-protected form ``POST /login``; the Cookie header to send."""
     form_page = await fetch(f"{base_url}/login")
@@ -178,12 +187,7 @@ async def close(connection: WebSocketClientConnection) -> None:
 
 async def test_the_user_api_works_through_nginx(stack: Stack) -> None:
     name = await register(stack.nginx_url)
-    login = await fetch(
-        f"{stack.nginx_url}/user/login", "POST", body={"name": name, "pwd": PASSWORD}
-    )
-    assert login.code == 200, login.body
-    token = json.loads(login.body)["token"]
-    me = await fetch(f"{stack.nginx_url}/user/me", headers={"Authorization": f"Bearer {token}"})
+    me = await fetch(f"{stack.nginx_url}/user/me", headers=await bearer(stack.nginx_url, name))
     assert me.code == 200, me.body
     assert json.loads(me.body)["user"]["name"] == name
     assert me.headers[INSTANCE_HEADER] in {url.rsplit(":", 1)[1] for url in stack.app_urls}
@@ -200,6 +204,25 @@ async def test_downloads_under_s_go_to_the_app(stack: Stack) -> None:
     response = await fetch(f"{stack.nginx_url}/s/downloads/no-such-file.bin")
     assert response.code == 404
     assert INSTANCE_HEADER in response.headers
+
+
+async def test_a_callers_download_calls_all_reach_the_process_that_runs_them(
+    stack: Stack,
+) -> None:
+    auth = await bearer(stack.nginx_url, await register(stack.nginx_url))
+    source = f"{stack.app_urls[0]}/s/css/site.css"
+    started = await fetch(
+        f"{stack.nginx_url}/api/downloads", "POST", body={"url": source}, headers=auth
+    )
+    assert started.code == 202, started.body
+    # Plain round robin would send every other call to the process that never heard of it.
+    answers = [
+        await fetch(stack.nginx_url + started.headers["Location"], headers=auth) for _ in range(6)
+    ]
+    assert [answer.code for answer in answers] == [200] * 6
+    assert {answer.headers[INSTANCE_HEADER] for answer in answers} == {
+        started.headers[INSTANCE_HEADER]
+    }
 
 
 async def test_chat_reaches_a_client_on_the_other_process(stack: Stack) -> None:
