@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from bench.seed import seed_menus
 from repositories import schema
 from repositories.db import create_engine, make_session_factory
+from server.logs import quiet_driver_notes
 from server.menu_access import build_access
 from server.principal import Principal
 
@@ -97,6 +98,7 @@ async def measure_mariadb(bench_url: str, runs: int) -> TreeBuildResult:
 
 def run(mysql_url: str | None, runs: int) -> list[TreeBuildResult]:
     """Measure on SQLite, and on MariaDB when its URL is given."""
+    quiet_driver_notes()
     results = [asyncio.run(measure_sqlite(runs))]
     if mysql_url:
         results.append(asyncio.run(measure_mariadb(mysql_url, runs)))

@@ -50,3 +50,11 @@ def configure_logging(log_format: Literal["text", "json"], *, level: int = loggi
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(level)
+    quiet_driver_notes()
+
+
+def quiet_driver_notes() -> None:
+    """Hide MariaDB's notes, which asyncmy logs as warnings: "Can't drop database ...; database
+    doesn't exist" for ``IF EXISTS``, "Name 'pk_x' ignored for PRIMARY key" for every migrated
+    table. They describe nothing wrong; the driver's errors still show."""
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
