@@ -10,7 +10,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound
-from repositories.models import Goods, Order
+from repositories.models import Goods, Order, User
 
 ORDER_STATUSES = ("placed", "cancelled")
 
@@ -74,6 +74,29 @@ class OrderRepository:
             .limit(limit)
         )
         return [(order, goods) for order, goods in await self.session.execute(query)]
+
+    async def search(
+        self, *, user_name: str | None = None, limit: int
+    ) -> list[tuple[Order, Goods, str]]:
+        """The newest ``limit`` orders of every user (or only ``user_name``'s), each with its
+        goods and its owner's name: the staff's order lookup."""
+        query = (
+            select(Order, Goods, User.name)
+            .join(Goods, Goods.id == Order.goods_id)
+            .join(User, User.id == Order.user_id)
+            .order_by(Order.created_at.desc(), Order.id.desc())
+            .limit(limit)
+        )
+        if user_name is not None:
+            query = query.where(User.name == user_name)
+        return [(order, goods, name) for order, goods, name in await self.session.execute(query)]
+
+    async def count_matching(self, *, user_name: str | None = None) -> int:
+        """How many orders ``search`` would find without its limit."""
+        query = select(func.count()).select_from(Order)
+        if user_name is not None:
+            query = query.join(User, User.id == Order.user_id).where(User.name == user_name)
+        return int(await self.session.scalar(query) or 0)
 
     async def count_for_user(self, user_id: int) -> int:
         """How many orders the user has."""

@@ -20,7 +20,12 @@ from server.handlers.downloads import (
 )
 from server.handlers.echo import EchoHandler
 from server.handlers.health import HealthHandler, MetricsHandler, ReadyHandler
-from server.handlers.orders import OrderActionHandler, OrdersApiHandler, OrdersPageHandler
+from server.handlers.orders import (
+    OrderActionHandler,
+    OrderLookupPageHandler,
+    OrdersApiHandler,
+    OrdersPageHandler,
+)
 from server.handlers.pages import IndexPageHandler
 from server.handlers.redirect import RedirectHandler
 from server.handlers.session import LoginPageHandler, LogoutHandler
@@ -67,6 +72,7 @@ def build_routes(services: Services) -> list[Rule]:
         url(r"/redirect", RedirectHandler, deps, name="redirect"),
         url(r"/api/orders", OrdersApiHandler, deps, name="api-orders"),
         url(r"/orders", OrdersPageHandler, deps, name="orders"),
+        url(r"/admin/orders", OrderLookupPageHandler, deps, name="admin-orders"),
         url(
             r"/order/(?P<action_code>\d+)/(?P<order_id>\d+)",
             OrderActionHandler,

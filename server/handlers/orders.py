@@ -25,6 +25,10 @@ from server.services import Services
 
 MAX_LISTED = 200
 """``/api/orders`` and ``/orders`` show the newest this many orders (``count`` is the total)."""
+ORDER_LOOKUP_URL = "/admin/orders"
+"""The staff's order lookup: its menu grants the page."""
+MAX_NAME_CHARS = 64
+"""A longer ``?user=`` cannot be anybody's name; it is cut rather than sent to the database."""
 MAX_ID = 2**31 - 1
 """Ids beyond the column's range cannot exist (and would overflow the driver)."""
 
@@ -109,6 +113,25 @@ class OrdersPageHandler(PageHandler):
         """Render ``orders.html``."""
         listed = await list_orders(self, self.require_login())
         await self.render_page("orders.html", orders=listed.items, count=listed.count)
+
+
+class OrderLookupPageHandler(PageHandler):
+    """``GET /admin/orders?user=NAME`` (the seed's 订单查询 menu): every user's orders, or one
+    user's, newest first, for the staff whose roles grant that menu."""
+
+    menu_url = ORDER_LOOKUP_URL
+
+    async def get(self) -> None:
+        """Render ``admin/orders.html``."""
+        user_name = self.get_query_argument("user", "").strip()[:MAX_NAME_CHARS] or None
+        orders = OrderRepository(self.db)
+        rows = await orders.search(user_name=user_name, limit=MAX_LISTED)
+        await self.render_page(
+            "admin/orders.html",
+            orders=[(order_read(order, goods), owner) for order, goods, owner in rows],
+            count=await orders.count_matching(user_name=user_name),
+            user_name=user_name or "",
+        )
 
 
 class OrderActionHandler(PageHandler, ApiHandler):

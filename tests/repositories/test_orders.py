@@ -325,3 +325,29 @@ async def test_cancelling_another_users_or_a_missing_order_is_not_found(
             await orders.cancel(order_id, user_id)
 
     assert (await orders.get(order.id)).status == "placed"
+
+
+async def test_search_finds_everyones_orders_or_one_users_newest_first_and_counts_them(
+    session: AsyncSession,
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    bob = await add_user(session, "bob")
+    abacus = await add_goods(orders, "abacus")
+    first = await orders.add(user_id=alice.id, goods_id=abacus.id)
+    second = await orders.add(user_id=bob.id, goods_id=abacus.id)
+    third = await orders.add(user_id=alice.id, goods_id=abacus.id)
+
+    everyone = await orders.search(limit=2)
+    alices = await orders.search(user_name="alice", limit=10)
+
+    assert [(order.id, owner) for order, _, owner in everyone] == [
+        (third.id, "alice"),
+        (second.id, "bob"),
+    ]
+    assert [order.id for order, _, _ in alices] == [third.id, first.id]
+    assert all(goods.id == abacus.id for _, goods, _ in alices)
+    assert await orders.count_matching() == 3
+    assert await orders.count_matching(user_name="alice") == 2
+    assert await orders.count_matching(user_name="nobody") == 0
+    assert await orders.search(user_name="nobody", limit=10) == []

@@ -94,6 +94,12 @@ NAMESPACES: dict[str, dict[str, Any]] = {
         "value": "<i>",
     },
     "orders.html": {"menus": TREE, "orders": [ORDER], "count": 2},
+    "admin/orders.html": {
+        "menus": TREE,
+        "orders": [(ORDER, "<i>")],
+        "count": 2,
+        "user_name": "<i>",
+    },
     "order.html": {
         "menus": TREE,
         "order": ORDER,

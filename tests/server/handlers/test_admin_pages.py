@@ -17,7 +17,6 @@ from repositories.models import Menu, User
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
-from server.demo import load_demo
 from server.handlers.admin_pages import PAGE_SIZE, MenuOption, menu_options
 from server.handlers.base import SESSION_COOKIE
 from server.services import Services
@@ -109,14 +108,6 @@ def flash_of(page: Response) -> Flash | None:
     if match is None:
         return None
     return Flash(match["level"], html.unescape(match["text"]))
-
-
-@pytest.fixture
-async def demo(services: Services) -> dict[str, str]:
-    """The demo roles, menus and users; returns the users' passwords."""
-    async with services.sessions() as session, session.begin():
-        result = await load_demo(session, services.passwords)
-    return result.new_credentials
 
 
 @pytest.fixture

@@ -313,3 +313,42 @@ async def test_the_orders_api_is_documented_in_openapi(client: Client) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
 
     assert paths["/api/orders"]["get"]["security"] == [{"bearer": []}]
+
+
+# -- /admin/orders: the staff's order lookup (the demo's 订单查询 menu) -----------------------
+
+
+async def test_the_order_lookup_shows_every_users_orders_to_the_agent(
+    client: Client, services: Services, demo: dict[str, str]
+) -> None:
+    await register(client, "alice")
+    await register(client, "bob")
+    (alices,) = await place(services, "alice", "<b>abacus</b>")
+    (bobs,) = await place(services, "bob", "zither")
+    agent = Browser(client)
+    await agent.login("agent", demo["agent"])
+
+    everyone = await agent.get("/admin/orders")
+    only_bob = await agent.get("/admin/orders?user=bob")
+    nobody = await agent.get("/admin/orders?user=" + "x" * 500)
+
+    assert everyone.status == 200
+    assert f'data-order-id="{alices}"' in everyone.text
+    assert f'data-order-id="{bobs}"' in everyone.text
+    assert "&lt;b&gt;abacus&lt;/b&gt;" in everyone.text and "<b>abacus</b>" not in everyone.text
+    assert f'data-order-id="{bobs}"' in only_bob.text
+    assert f'data-order-id="{alices}"' not in only_bob.text
+    assert nobody.status == 200
+    assert "data-order-id" not in nobody.text
+
+
+async def test_the_order_lookup_is_403_for_a_customer_and_login_for_a_visitor(
+    client: Client, demo: dict[str, str]
+) -> None:
+    customer = Browser(client)
+    await customer.login("customer", demo["customer"])
+
+    assert (await customer.get("/admin/orders")).status == 403
+    visitor = await client.get("/admin/orders")
+    assert visitor.status == 302
+    assert visitor.headers["Location"] == "/login?next=%2Fadmin%2Forders"
