@@ -90,8 +90,14 @@ def child_env(base: Mapping[str, str], child: Child) -> dict[str, str]:
     }
 
 
-def supervise(host: str, children: Sequence[Child]) -> int:
-    """Run ``children`` until they have all exited; see the module docstring for the policy."""
+def supervise(
+    host: str,
+    children: Sequence[Child],
+    *,
+    command: Callable[[str, Child], list[str]] = child_command,
+) -> int:
+    """Run ``children`` (each started as ``command`` gives) until they have all exited; see the
+    module docstring for the policy."""
     die_with_parent = _parent_death_signal()
     running: dict[int, tuple[Child, subprocess.Popen[bytes]]] = {}
     state = {"stopping": False, "failed": False}
@@ -104,23 +110,9 @@ def supervise(host: str, children: Sequence[Child]) -> int:
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
     try:
-        for child in children:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                child_command(host, child),
-                env=child_env(os.environ, child),
-                stdin=subprocess.DEVNULL,
-                process_group=0,
-                preexec_fn=die_with_parent,  # async-signal-safe: one prctl call
-            )
-            running[child.index] = (child, process)
-            log.info(
-                "process %d (pid %d) serving on http://%s:%d%s",
-                child.index,
-                process.pid,
-                host,
-                child.http_port,
-                f", TCP chat on {child.tcp_port}" if child.tcp_port else "",
-            )
+        start_children(
+            host, children, running, state, command=command, die_with_parent=die_with_parent
+        )
         while any(process.returncode is None for _, process in running.values()):
             for child, process in running.values():
                 if process.returncode is None:
@@ -138,6 +130,53 @@ def supervise(host: str, children: Sequence[Child]) -> int:
     log.info("all %d processes stopped", len(running))
     failed = state["failed"] or any(process.returncode for _, process in running.values())
     return 1 if failed else 0
+
+
+def start_children(
+    host: str,
+    children: Sequence[Child],
+    running: dict[int, tuple[Child, subprocess.Popen[bytes]]],
+    state: dict[str, bool],
+    *,
+    command: Callable[[str, Child], list[str]] = child_command,
+    die_with_parent: Callable[[], None] | None = None,
+) -> None:
+    """Start ``children`` one by one into ``running``, unless a stop signal has come.
+
+    The forwarded signals are held while a child starts and joins ``running``, so a signal
+    that arrives meanwhile is handled right after, and reaches that child too; once one has
+    come, no later child starts. The child itself starts with the signals unblocked.
+    """
+
+    def child_setup() -> None:  # in the child, before exec: two system calls
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        if die_with_parent is not None:
+            die_with_parent()
+
+    for child in children:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            if state["stopping"]:
+                log.info("stopping before process %d started", child.index)
+                return
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                command(host, child),
+                env=child_env(os.environ, child),
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+                preexec_fn=child_setup,
+            )
+            running[child.index] = (child, process)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        log.info(
+            "process %d (pid %d) serving on http://%s:%d%s",
+            child.index,
+            process.pid,
+            host,
+            child.http_port,
+            f", TCP chat on {child.tcp_port}" if child.tcp_port else "",
+        )
 
 
 def _on_exit(
