@@ -146,9 +146,19 @@ class OrderRepository:
         await self.session.flush()
         return order
 
-    async def set_review(self, order_id: int, review: str) -> Order:
-        """Attach the user's review to an order."""
-        order = await self.get(order_id)
-        order.review = review
-        await self.session.flush()
-        return order
+    async def set_review(self, order_id: int, user_id: int, review: str) -> tuple[Order, Goods]:
+        """Attach the user's review to their placed order in one conditional UPDATE (a cancel
+        landing after the order was read cannot be overtaken); a cancelled order is a
+        Conflict, another user's or a missing one NotFound."""
+        statement = (
+            update(Order)
+            .where(Order.id == order_id, Order.user_id == user_id, Order.status == "placed")
+            .values(review=review)
+            .execution_options(synchronize_session=False)
+        )
+        result = cast(CursorResult[Any], await self.session.execute(statement))
+        order, goods = await self.get_owned(order_id, user_id)
+        if result.rowcount == 0:
+            raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
+        await self.session.refresh(order, ["status", "review"])
+        return order, goods

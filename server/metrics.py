@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from tornado.httputil import HTTPServerRequest
-from tornado.routing import Rule
+from tornado.routing import Rule, RuleRouter
 from tornado.web import Application, RequestHandler
 
 PREFIX = "mservices"
@@ -174,11 +174,21 @@ class Metrics:
 
 
 def rules_by_handler(app: Application) -> dict[type[RequestHandler], list[Rule]]:
-    """The application's url rules grouped by handler class (most classes serve one rule)."""
+    """The application's url rules grouped by handler class (most classes serve one rule),
+    from every router: the route table and the rules ``add_handlers`` put beside it."""
     grouped: dict[type[RequestHandler], list[Rule]] = {}
-    for rule in app.wildcard_router.rules:
-        if isinstance(rule.target, type) and issubclass(rule.target, RequestHandler):
-            grouped.setdefault(rule.target, []).append(rule)
+    routers: list[RuleRouter] = [app.default_router]
+    seen: set[int] = set()
+    while routers:
+        router = routers.pop(0)
+        if id(router) in seen:
+            continue
+        seen.add(id(router))
+        for rule in router.rules:
+            if isinstance(rule.target, type) and issubclass(rule.target, RequestHandler):
+                grouped.setdefault(rule.target, []).append(rule)
+            elif isinstance(rule.target, RuleRouter):
+                routers.append(rule.target)
     return grouped
 
 

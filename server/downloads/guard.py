@@ -1,9 +1,10 @@
 """Which URLs downloads may fetch, and the resolver that makes the client connect where we checked.
 
 The policy: http and https only, no credentials in the URL, and every address the host resolves to
-must be public (not loopback, private, link-local, multicast, reserved or unspecified) unless it is
-in ``DOWNLOAD_ALLOW``. Resolution goes through the event loop's resolver (``getaddrinfo`` in an
-executor), never blocking the loop. Against DNS rebinding, the client of each request gets a
+must be public (not loopback, private, link-local, site-local, multicast, reserved or unspecified;
+a 6to4 address is judged by the IPv4 address it embeds too) unless it is in ``DOWNLOAD_ALLOW``.
+Resolution goes through the event loop's resolver (``getaddrinfo`` in an executor), never blocking
+the loop. Against DNS rebinding, the client of each request gets a
 ``PinnedResolver`` that answers the checked address for the checked host and nothing else, so the
 address that was checked is the one connected to, while the Host header, SNI and certificate check
 keep the hostname.
@@ -82,8 +83,14 @@ class AddressPolicy:
         """True when a download may connect to ``address``."""
         if any(address in network for network in self.allow):
             return True
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return self.permits(address.ipv4_mapped)
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return self.permits(address.ipv4_mapped)
+            # 6to4 (2002::/16) is routed to the IPv4 address it embeds: that one must be allowed.
+            if address.sixtofour is not None and not self.permits(address.sixtofour):
+                return False
+            if address.is_site_local:  # fec0::/10, deprecated but still private in practice
+                return False
         refused = (
             address.is_loopback
             or address.is_private
@@ -112,7 +119,7 @@ class UrlGuard:
         _, host, port = split_url(url)
         try:
             resolved = literal(host, port) or await self.resolver.resolve(host, port)
-        except OSError:
+        except (OSError, UnicodeError):  # UnicodeError: an empty or over-long label (IDNA)
             raise InvalidUrl(
                 f"the host {host!r} does not resolve", code="unresolvable_host"
             ) from None

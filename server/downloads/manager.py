@@ -8,14 +8,20 @@ talking to the same one for its records (the files themselves are shared on disk
 
 Beyond ``concurrency`` running downloads, new ones wait ``queued`` (a semaphore, in order); when
 as many again are already waiting, ``start`` refuses with ``QueueFull`` (429).
+
+Temporary files (``.part-*``) of downloads a killed process never finished are deleted before
+this process's first download, once they are older than the download timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
+import glob
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,9 +48,16 @@ class DownloadManager:
     """The downloads of this process: start, look up, wait for, cancel, and stop them all."""
 
     def __init__(
-        self, directory: Path, guard: UrlGuard, limits: Limits, *, concurrency: int
+        self,
+        directory: Path,
+        guard: UrlGuard,
+        limits: Limits,
+        *,
+        concurrency: int,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
-        """Save into ``directory``; check URLs with ``guard``; run ``concurrency`` at once."""
+        """Save into ``directory``; check URLs with ``guard``; run ``concurrency`` at once; do
+        the file work in ``pool`` (default: ``WRITER_THREADS`` threads of its own)."""
         self.directory = directory
         self.guard = guard
         self.limits = limits
@@ -53,9 +66,13 @@ class DownloadManager:
         self._records: dict[str, Download] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reserved: set[str] = set()
-        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="mservices-downloads")
+        self._pool = pool or ThreadPoolExecutor(
+            WRITER_THREADS, thread_name_prefix="mservices-downloads"
+        )
         self._closed = False
         self._running = 0
+        self._starting = 0
+        self._swept = False
         self.ended: collections.Counter[str] = collections.Counter()
         """Downloads ended so far, by outcome: ``done``, ``failed``, ``cancelled``, ``refused``."""
 
@@ -84,20 +101,27 @@ class DownloadManager:
         the download in the background."""
         if self._closed:
             raise DownloadError("the server is shutting down", code="shutting_down")
-        try:
-            if self.unfinished >= 2 * self.concurrency:
-                raise QueueFull(
-                    f"{self.concurrency} downloads are running and as many are queued;"
-                    " try again later"
-                )
-            await self.guard.check(url)
-        except DownloadError:
+        # Starts still awaiting the guard or a name count against the cap, or concurrent
+        # starts would all pass the check before any of them became a task.
+        if self.unfinished + self._starting >= 2 * self.concurrency:
             self.ended["refused"] += 1
-            raise
-        name = await self._reserve_name(choose_name(filename, url))
-        record = Download(id=uuid.uuid4().hex, owner_id=owner_id, url=url, filename=name)
-        self._records[record.id] = record
-        self._tasks[record.id] = asyncio.create_task(self._run(record), name=f"download-{name}")
+            raise QueueFull(
+                f"{self.concurrency} downloads are running and as many are queued; try again later"
+            )
+        self._starting += 1
+        try:
+            try:
+                await self.guard.check(url)
+            except DownloadError:
+                self.ended["refused"] += 1
+                raise
+            await self._sweep_once()
+            name = await self._reserve_name(choose_name(filename, url))
+            record = Download(id=uuid.uuid4().hex, owner_id=owner_id, url=url, filename=name)
+            self._records[record.id] = record
+            self._tasks[record.id] = asyncio.create_task(self._run(record), name=f"download-{name}")
+        finally:
+            self._starting -= 1
         self._forget_old()
         return record
 
@@ -144,6 +168,7 @@ class DownloadManager:
 
     async def _run(self, record: Download) -> None:
         temporary = self.directory / f"{TEMPORARY_PREFIX}{record.id}"
+        reserved = record.filename  # the move may save under another name; release this one
         outcome = State.FAILED
         try:
             async with self._slots:
@@ -161,10 +186,10 @@ class DownloadManager:
                     move_into_place,
                     temporary,
                     self.directory,
-                    record.filename,
-                    frozenset(self._reserved - {record.filename}),
+                    reserved,
+                    frozenset(self._reserved - {reserved}),
                 )
-                record.filename = await self._in_pool(move)
+                record.filename = await self._complete(move)
             outcome = State.DONE
         except asyncio.CancelledError:
             record.fail(Cancelled("the download was cancelled"))
@@ -175,13 +200,50 @@ class DownloadManager:
             log.exception("download %s failed", record.id)
             record.fail(DownloadError(f"the download failed: {error}", code="internal_error"))
         finally:
-            self._reserved.discard(record.filename)
+            self._reserved.discard(reserved)
             self._tasks.pop(record.id, None)
             try:
                 await asyncio.shield(self._in_pool(functools.partial(_remove, temporary)))
             finally:
                 self.ended[outcome.value] += 1
                 record.settle(outcome)
+
+    async def _complete(self, move: Callable[[], str]) -> str:
+        """Run the final move to its end: once the body is saved, a cancel arriving meanwhile
+        (from the owner or shutdown) no longer undoes the download, which is reported done
+        rather than cancelled with its file in place or its temporary file removed mid-link."""
+        moving = asyncio.ensure_future(self._in_pool(move))
+        interrupted = False
+        while True:
+            try:
+                name = await asyncio.shield(moving)
+                break
+            except asyncio.CancelledError:
+                if moving.cancelled():
+                    raise
+                interrupted = True
+        task = asyncio.current_task()
+        if interrupted and task is not None:
+            task.uncancel()
+        return name
+
+    async def _sweep_once(self) -> None:
+        """Before this process's first download, delete temporary files a crashed process left
+        behind: older than the download timeout, so no running download (of any process) owns
+        them."""
+        if self._swept:
+            return
+        self._swept = True
+        sweep = functools.partial(
+            _remove_stale, self.directory, TEMPORARY_PREFIX, self.limits.timeout
+        )
+        try:
+            removed = await self._in_pool(sweep)
+        except OSError as error:  # the downloads themselves will report a broken directory
+            log.warning("could not sweep leftover temporary downloads: %s", error)
+            return
+        if removed:
+            log.info("deleted %d leftover temporary download files", removed)
 
     async def _reserve_name(self, name: str) -> str:
         """A name no other download of this process holds and no file has, now reserved."""
@@ -211,6 +273,21 @@ def _pick_name(directory: Path, name: str, taken: frozenset[str]) -> str:
 def _remove(path: Path) -> None:
     """Delete ``path`` if it exists (blocking)."""
     path.unlink(missing_ok=True)
+
+
+def _remove_stale(directory: Path, prefix: str, age: float) -> int:
+    """Delete the files of ``directory`` named ``prefix*`` not modified for ``age`` seconds;
+    how many were deleted (blocking)."""
+    if not directory.is_dir():
+        return 0
+    oldest = time.time() - age
+    removed = 0
+    for path in directory.glob(f"{glob.escape(prefix)}*"):
+        with contextlib.suppress(FileNotFoundError):  # another process swept it first
+            if path.is_file() and path.stat().st_mtime < oldest:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _open_new(path: Path) -> BinaryIO:

@@ -1,8 +1,9 @@
 """``/cookie`` (seed §1.3): a page that lists the request's cookies, sets one and clears one.
 
 Forms are XSRF-protected; every value is escaped by the template. A name must be an RFC 6265
-token and a value cookie-octets (printable ASCII without space, ``"``, ``,``, ``;`` or ``\\``);
-anything else re-renders the page with 400 and the reason. The cookies mservices manages itself
+token that is not a cookie attribute's name (``Path``, ``Expires``...) and a value cookie-octets
+(printable ASCII without space, ``"``, ``,``, ``;`` or ``\\``); anything else re-renders the page
+with 400 and the reason. The cookies mservices manages itself
 (the session, the flash message, the XSRF token) can be neither set nor cleared here, and the
 HttpOnly ones are listed without their value.
 """
@@ -18,6 +19,11 @@ from server.handlers.base import FLASH_COOKIE, SESSION_COOKIE, PageHandler
 from server.handlers.echo import HIDDEN_COOKIES, wire_text
 
 PROTECTED_COOKIES = frozenset({SESSION_COOKIE, FLASH_COOKIE, "_xsrf"})
+ATTRIBUTE_NAMES = frozenset(
+    {"expires", "path", "comment", "domain", "max-age", "secure", "httponly", "version", "samesite"}
+)
+"""Cookie attribute names (any case): Python's cookie module raises ``CookieError`` on them."""
+ATTRIBUTE_RULE = "a cookie cannot be named like a cookie attribute (Path, Expires, Secure...)"
 COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 COOKIE_VALUE = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{0,256}$")
 NAME_RULE = "a cookie name is 1 to 64 letters, digits or !#$%&'*+-.^_`|~"
@@ -42,6 +48,8 @@ def cookie_problem(name: str, value: str | None) -> str | None:
         return f"the cookie {name} is managed by mservices and cannot be changed here"
     if not COOKIE_NAME.match(name):
         return NAME_RULE
+    if name.lower() in ATTRIBUTE_NAMES:
+        return ATTRIBUTE_RULE
     if value is not None and not COOKIE_VALUE.match(value):
         return VALUE_RULE
     return None

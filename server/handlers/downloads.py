@@ -138,7 +138,12 @@ class DownloadHandler(DownloadsApiHandler):
 
 
 class SeedDownloadHandler(DownloadsApiHandler):
-    """``GET /download?url=&filename=`` (seed §8.2): download, and answer once the file is saved."""
+    """``GET /download?url=&filename=`` (seed §8.2): download, and answer once the file is saved.
+
+    A GET that acts: Tornado checks XSRF on unsafe methods only, and a SameSite=Lax session
+    cookie still rides along a top-level navigation from another site, so a call authenticated
+    by the session cookie must carry the ``_xsrf`` argument or the ``X-XSRFToken`` header (a
+    bearer token needs neither, as everywhere in the API)."""
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
@@ -154,6 +159,7 @@ class SeedDownloadHandler(DownloadsApiHandler):
     async def get(self) -> None:
         """Start the download, wait for it, then answer the saved file or the failure."""
         self.require_login()
+        self.check_xsrf_on_get()
         filename = self.get_query_argument("filename", None) or None
         body = self.validate(
             DownloadCreate, {"url": self.get_query_argument("url", ""), "filename": filename}
@@ -166,6 +172,17 @@ class SeedDownloadHandler(DownloadsApiHandler):
                 record.error or "the download failed",
             )
         await self.respond(DownloadResponse(**download_read(record).model_dump()))
+
+    def check_xsrf_on_get(self) -> None:
+        """``check_xsrf_cookie`` for this GET, refused as ``xsrf_required`` (403)."""
+        try:
+            self.check_xsrf_cookie()
+        except HTTPError:
+            raise ApiError(
+                403,
+                "xsrf_required",
+                "with the session cookie, send the _xsrf argument or the X-XSRFToken header",
+            ) from None
 
 
 class DownloadsPageHandler(PageHandler):
@@ -182,7 +199,10 @@ class DownloadFileHandler(StaticFileHandler):
     downloaded HTML page can never run on this origin. Hidden names (partial files) are 404."""
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        """Refuse partial (dot) files, then apply StaticFileHandler's checks."""
+        """Refuse partial (dot) files and names with a NUL byte (no file has one; the OS calls
+        would raise), then apply StaticFileHandler's checks."""
+        if "\x00" in absolute_path:
+            raise HTTPError(404)
         if self.path_args and str(self.path_args[0]).rsplit("/", 1)[-1].startswith("."):
             raise HTTPError(404)
         return super().validate_absolute_path(root, absolute_path)

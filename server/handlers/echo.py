@@ -3,7 +3,8 @@
 Every method is echoed. Text is shown as UTF-8; bytes that are not valid UTF-8 (in a query or
 form field, a header, a cookie, a filename) become U+FFFD and the place is listed in
 ``undecodable`` rather than failing the request. Tornado keeps query keys, headers and cookies as
-latin-1 text, so those are turned back into their bytes and decoded as UTF-8 here.
+latin-1 text, so those are turned back into their bytes and decoded as UTF-8 here (multipart
+field names excepted: Tornado decodes part headers as UTF-8 itself).
 
 What is echoed is capped (entries per section, characters per value, a body size) and the
 credentials a script must not be able to read back are redacted: the ``Authorization`` and
@@ -78,6 +79,10 @@ class Collector:
             self.mark(f"{section}.{text}")
         return self.cap(text)
 
+    def marked(self, where: str) -> bool:
+        """True when bytes at ``where`` were noted as not valid UTF-8."""
+        return where in self.undecodable
+
     def mark(self, where: str) -> None:
         """Note that bytes at ``where`` were not valid UTF-8."""
         if where not in self.undecodable and len(self.undecodable) < MAX_ENTRIES:
@@ -90,11 +95,14 @@ class Collector:
             self.truncated = True
         return listed[:MAX_ENTRIES]
 
-    def arguments(self, section: str, arguments: Mapping[str, list[bytes]]) -> dict[str, list[str]]:
-        """Fields (latin-1 keys, byte values) as text."""
+    def arguments(
+        self, section: str, arguments: Mapping[str, list[bytes]], *, wire_keys: bool = True
+    ) -> dict[str, list[str]]:
+        """Fields (byte values) as text; keys are latin-1 wire text (query, urlencoded form)
+        unless ``wire_keys`` is False (multipart names, which Tornado decoded as UTF-8)."""
         decoded: dict[str, list[str]] = {}
         for name, values in self.entries(arguments.items()):
-            key = self.key(section, name)
+            key = self.key(section, name) if wire_keys else self.cap(name)
             texts = []
             for value in self.entries(values):
                 text, ok = bytes_text(value)
@@ -103,6 +111,17 @@ class Collector:
                 texts.append(self.cap(text))
             decoded[key] = texts
         return decoded
+
+    def merged(self, *sections: tuple[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+        """The decoded ``(section, fields)`` merged as Tornado's ``arguments`` are (query
+        values first), noting under ``arguments`` what was undecodable in a section."""
+        both: dict[str, list[str]] = {}
+        for section, fields in sections:
+            for key, values in fields.items():
+                both.setdefault(key, []).extend(values)
+                if self.marked(f"{section}.{key}"):
+                    self.mark(f"arguments.{key}")
+        return {key: self.entries(values) for key, values in self.entries(both.items())}
 
     def headers(self, request: HTTPServerRequest) -> dict[str, list[str]]:
         """Every header with all its values; credentials redacted."""
@@ -137,7 +156,7 @@ class Collector:
         """Uploaded files: field, filename, size and type, never the content."""
         listed = []
         for name, uploads in files.items():
-            key = self.key("files", name)
+            key = self.cap(name)  # a multipart name: Tornado already decoded it as UTF-8
             for upload in uploads:
                 # Tornado decodes part headers as UTF-8 (invalid bytes there are a 400) and
                 # RFC 2231 ``filename*=`` values with replacement characters.
@@ -154,6 +173,11 @@ class Collector:
         return self.entries(listed)
 
 
+def is_multipart(request: HTTPServerRequest) -> bool:
+    """True when Tornado parsed the body as multipart (its field names are already text)."""
+    return request.headers.get("Content-Type", "").startswith("multipart/form-data")
+
+
 def echo(request: HTTPServerRequest) -> EchoRead:
     """What the server saw of ``request``."""
     seen = Collector()
@@ -163,8 +187,10 @@ def echo(request: HTTPServerRequest) -> EchoRead:
         if not ok:
             seen.mark(where)
     query = seen.arguments("query_arguments", request.query_arguments)
-    body = seen.arguments("body_arguments", request.body_arguments)
-    both = seen.arguments("arguments", request.arguments)
+    body = seen.arguments(
+        "body_arguments", request.body_arguments, wire_keys=not is_multipart(request)
+    )
+    both = seen.merged(("query_arguments", query), ("body_arguments", body))
     return EchoRead(
         method=request.method or "",
         path=seen.cap(path),

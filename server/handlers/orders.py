@@ -202,7 +202,8 @@ class OrderActionHandler(PageHandler, ApiHandler):
             await self.review(*await self.owned(order_id, login))
 
     async def review(self, order: Order, goods: Goods) -> None:
-        """Store the caller's review of a placed order (a cancelled one is 409)."""
+        """Store the caller's review of a placed order (a cancelled one is 409, also when the
+        cancel lands after this read: the write itself is conditional)."""
         if order.status == "cancelled":
             raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
         if self.api:
@@ -216,8 +217,8 @@ class OrderActionHandler(PageHandler, ApiHandler):
                 reason = "; ".join(item.reason for item in refused.errors) or refused.msg
                 await self.show(order_read(order, goods), REVIEW, error=reason, review=typed)
                 return
-        await OrderRepository(self.db).set_review(order.id, text)
-        await self.done(order_read(order, goods), "评价已保存")
+        reviewed, goods = await OrderRepository(self.db).set_review(order.id, order.user_id, text)
+        await self.done(order_read(reviewed, goods), "评价已保存")
 
     async def done(self, order: OrderRead, message: str, *, status: int = 200) -> None:
         """JSON: the order; HTML: back to the list with a flash message."""

@@ -119,7 +119,7 @@ async def test_an_unknown_order_is_not_found(session: AsyncSession) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: orders.get(NO_SUCH_ID),
         lambda: orders.set_status(NO_SUCH_ID, "cancelled"),
-        lambda: orders.set_review(NO_SUCH_ID, "great"),
+        lambda: orders.set_review(NO_SUCH_ID, 1, "great"),
     ]
     for call in calls:
         with pytest.raises(NotFound) as missing:
@@ -207,12 +207,36 @@ async def test_a_review_is_attached_to_its_order(
     other = await orders.add(user_id=alice.id, goods_id=abacus.id)
     review = "Counts well. 好用！" * 200  # longer than any VARCHAR the table might have used
 
-    await orders.set_review(order.id, review)
+    reviewed, goods = await orders.set_review(order.id, alice.id, review)
     await session.commit()
 
+    assert (reviewed.id, reviewed.review, goods.id) == (order.id, review, abacus.id)
     async with sessions() as fresh:
         assert (await OrderRepository(fresh).get(order.id)).review == review
         assert (await OrderRepository(fresh).get(other.id)).review is None
+
+
+async def test_an_order_cancelled_after_it_was_read_cannot_be_reviewed(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    order = await orders.add(user_id=alice.id, goods_id=(await add_goods(orders, "abacus")).id)
+    await session.commit()
+    seen, _ = await orders.get_owned(order.id, alice.id)  # the reviewer reads it: placed
+    assert seen.status == "placed"
+
+    async with sessions() as other:  # a cancel lands before the review is written
+        await OrderRepository(other).cancel(order.id, alice.id)
+        await other.commit()
+    with pytest.raises(Conflict) as refused:
+        await orders.set_review(order.id, alice.id, "late")
+    await session.commit()
+
+    assert refused.value.code == "order_cancelled"
+    async with sessions() as fresh:
+        stored = await OrderRepository(fresh).get(order.id)
+    assert (stored.status, stored.review) == ("cancelled", None)
 
 
 async def test_goods_with_orders_cannot_be_deleted(session: AsyncSession) -> None:
@@ -312,8 +336,9 @@ async def test_cancel_cancels_a_placed_order_once(
         assert (await OrderRepository(fresh).get(other.id)).status == "placed"
 
 
-async def test_cancelling_another_users_or_a_missing_order_is_not_found(
-    session: AsyncSession,
+@pytest.mark.parametrize("action", ["cancel", "review"])
+async def test_cancelling_or_reviewing_another_users_or_a_missing_order_is_not_found(
+    session: AsyncSession, action: str
 ) -> None:
     orders = OrderRepository(session)
     alice = await add_user(session, "alice")
@@ -321,10 +346,15 @@ async def test_cancelling_another_users_or_a_missing_order_is_not_found(
     order = await orders.add(user_id=alice.id, goods_id=(await add_goods(orders, "abacus")).id)
 
     for order_id, user_id in ((order.id, bob.id), (NO_SUCH_ID, alice.id)):
-        with pytest.raises(NotFound):
-            await orders.cancel(order_id, user_id)
+        with pytest.raises(NotFound) as missing:
+            if action == "cancel":
+                await orders.cancel(order_id, user_id)
+            else:
+                await orders.set_review(order_id, user_id, "mine?")
+        assert missing.value.code == "order_not_found"
 
-    assert (await orders.get(order.id)).status == "placed"
+    stored = await orders.get(order.id)
+    assert (stored.status, stored.review) == ("placed", None)
 
 
 async def test_search_finds_everyones_orders_or_one_users_newest_first_and_counts_them(

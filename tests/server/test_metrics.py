@@ -52,6 +52,20 @@ async def test_requests_are_counted_by_route_name_method_and_status(client: Clie
     assert "chat GET 302" not in counted
 
 
+async def test_saved_downloads_are_counted_under_their_route_added_beside_the_table(
+    client: Client, services: Services
+) -> None:
+    directory = services.settings.effective_download_dir
+    directory.mkdir(parents=True)
+    (directory / "saved.bin").write_bytes(b"saved")
+    assert (await client.get("/s/downloads/saved.bin")).status == 200
+    assert (await client.get("/s/downloads/missing.bin")).status == 404
+    counted = requests(await scrape(client))
+    assert counted["download-file GET 200"] == 1
+    assert counted["download-file GET 404"] == 1
+    assert "not_found GET 200" not in counted
+
+
 async def test_unknown_paths_share_one_route_label_so_cardinality_stays_bounded(
     client: Client,
 ) -> None:

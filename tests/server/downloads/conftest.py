@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,12 +157,17 @@ def make_manager(
     timeout: float = 30.0,
     concurrency: int = 4,
     allow: str = "127.0.0.1",
+    pool: ThreadPoolExecutor | None = None,
 ) -> DownloadManager:
     """A manager on ``directory`` allowing the local upstream (settings parse ``allow``)."""
     settings = Settings(_env_file=None, download_allow=allow)  # type: ignore[call-arg]
     policy = AddressPolicy(settings.download_allow)
     return DownloadManager(
-        directory, UrlGuard(policy), Limits(max_bytes, timeout), concurrency=concurrency
+        directory,
+        UrlGuard(policy),
+        Limits(max_bytes, timeout),
+        concurrency=concurrency,
+        pool=pool,
     )
 
 

@@ -37,13 +37,21 @@ LOOPBACK = [ipaddress.ip_network("127.0.0.1")]
         "100.64.0.1",
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
+        "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::",  # 6to4 of 192.168.1.1
+        "fec0::1",  # deprecated site-local
+        "feff::1",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not AddressPolicy().permits(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "2002:808:808::1"]
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert AddressPolicy().permits(ipaddress.ip_address(address))
 
@@ -55,6 +63,12 @@ def test_allowed_networks_open_exactly_those_addresses() -> None:
     assert policy.permits(ipaddress.ip_address("::ffff:127.0.0.1"))
     assert not policy.permits(ipaddress.ip_address("127.0.0.2"))
     assert not policy.permits(ipaddress.ip_address("192.168.0.1"))
+
+
+def test_a_6to4_address_is_allowed_when_the_address_it_embeds_is() -> None:
+    policy = AddressPolicy(LOOPBACK)
+    assert policy.permits(ipaddress.ip_address("2002:7f00:1::1"))
+    assert not policy.permits(ipaddress.ip_address("2002:7f00:2::1"))
 
 
 @pytest.mark.parametrize(
@@ -71,6 +85,9 @@ def test_allowed_networks_open_exactly_those_addresses() -> None:
         ("http://example.com/\x00", "invalid_url"),
         ("http://" + "a" * 3000 + ".com/", "invalid_url"),
         ("http://no-such-host.invalid/", "unresolvable_host"),
+        ("http://a..b/x", "unresolvable_host"),
+        ("http://.example.com/", "unresolvable_host"),
+        ("http://" + "a" * 64 + ".example.com/", "unresolvable_host"),
     ],
 )
 async def test_bad_urls_are_refused_with_a_reason(url: str, code: str) -> None:

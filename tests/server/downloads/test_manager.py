@@ -3,17 +3,27 @@ concurrency cap, no overwrite and shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from repositories.errors import NotFound
 from server.downloads.errors import ForbiddenAddress, InvalidUrl, QueueFull
-from server.downloads.manager import DownloadManager
-from server.downloads.records import State
+from server.downloads.filenames import move_into_place
+from server.downloads.manager import TEMPORARY_PREFIX, DownloadManager
+from server.downloads.records import Download, State
 from tests.server.downloads.conftest import (
     CHUNK,
+    WAIT_LIMIT,
     Upstream,
     download_once,
     finished,
@@ -115,26 +125,21 @@ async def test_redirects_to_allowed_addresses_are_followed(
 
 
 @pytest.mark.parametrize(
-    "private", ["http://10.0.0.1/x", "http://169.254.169.254/latest", "http://[::1]:1/"]
+    ("target", "code", "status"),
+    [
+        ("http://10.0.0.1/x", "forbidden_address", 403),
+        ("http://169.254.169.254/latest", "forbidden_address", 403),
+        ("http://[::1]:1/", "forbidden_address", 403),
+        ("file:///etc/passwd", "invalid_scheme", 422),
+        ("http://a..b/x", "unresolvable_host", 422),
+    ],
 )
-async def test_a_redirect_to_a_private_address_is_refused(
-    manager: DownloadManager, upstream: Upstream, private: str
+async def test_a_redirect_to_a_refused_url_fails_with_the_guards_reason(
+    manager: DownloadManager, upstream: Upstream, target: str, code: str, status: int
 ) -> None:
-    record = await manager.start(OWNER, upstream.url("/redirect?to=" + quote(private, safe="")))
+    record = await manager.start(OWNER, upstream.url("/redirect?to=" + quote(target, safe="")))
     await finished(manager, record)
-    assert (record.state, record.error_code, record.error_status) == (
-        "failed",
-        "forbidden_address",
-        403,
-    )
-
-
-async def test_a_redirect_to_another_scheme_is_refused(
-    manager: DownloadManager, upstream: Upstream
-) -> None:
-    record = await manager.start(OWNER, upstream.url("/redirect?to=file:///etc/passwd"))
-    await finished(manager, record)
-    assert (record.state, record.error_code) == ("failed", "invalid_scheme")
+    assert (record.state, record.error_code, record.error_status) == ("failed", code, status)
 
 
 async def test_more_than_five_redirects_fail(manager: DownloadManager, upstream: Upstream) -> None:
@@ -276,3 +281,88 @@ async def test_shutdown_cancels_running_downloads_and_removes_partial_files(
     assert files_in(tmp_path / "downloads") == []
     with pytest.raises(Exception, match="shutting down"):
         await closing.start(OWNER, upstream.url("/bytes/5"))
+
+
+async def test_concurrent_starts_cannot_all_pass_the_queue_cap(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    async with managed(tmp_path / "downloads", concurrency=1) as capped:
+        url = upstream.url("/gated/cap/40000")
+        outcomes = await asyncio.gather(
+            *(capped.start(OWNER, url, f"n{index}") for index in range(10)),
+            return_exceptions=True,
+        )
+        started = [outcome for outcome in outcomes if isinstance(outcome, Download)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, QueueFull)]
+        assert (len(started), len(refused)) == (2, 8), outcomes
+        assert capped.ended["refused"] == 8
+        upstream.gate("cap").set()
+        for record in started:
+            assert (await finished(capped, record)).state is State.DONE, record.error
+
+
+async def test_a_name_taken_meanwhile_releases_the_reserved_one(
+    manager: DownloadManager, upstream: Upstream
+) -> None:
+    record = await manager.start(OWNER, upstream.url("/gated/taken/40000"), "a.bin")
+    await wait_until(lambda: record.bytes > 0, "the download runs")
+    (manager.directory / "a.bin").write_bytes(b"saved meanwhile by another process")
+    upstream.gate("taken").set()
+    await finished(manager, record)
+    assert record.filename == "a-1.bin"
+    for name in ("a.bin", "a-1.bin"):
+        (manager.directory / name).unlink()
+    again = await finished(manager, await manager.start(OWNER, upstream.url("/bytes/5"), "a.bin"))
+    assert again.filename == "a.bin", "the first reservation of a.bin was never released"
+
+
+class HeldMoves(ThreadPoolExecutor):
+    """The manager's writer threads, except that the final move waits for ``release``: the test
+    can act while a move is in progress (``moving`` is set once it is)."""
+
+    def __init__(self) -> None:
+        super().__init__(4, thread_name_prefix="held-moves")
+        self.moving = threading.Event()
+        self.release = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if isinstance(fn, functools.partial) and fn.func is move_into_place:
+            return super().submit(self._held, fn)
+        return super().submit(fn, *args, **kwargs)
+
+    def _held(self, move: Callable[[], str]) -> str:
+        self.moving.set()
+        self.release.wait(WAIT_LIMIT)
+        return move()
+
+
+async def test_a_cancel_during_the_final_move_leaves_the_download_done(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    pool = HeldMoves()
+    async with managed(tmp_path / "downloads", pool=pool) as held:
+        record = await held.start(OWNER, upstream.url("/bytes/3000"), "moved.bin")
+        await wait_until(pool.moving.is_set, "the final move starts")
+        cancelling = asyncio.create_task(held.cancel(OWNER, record.id))
+        await asyncio.sleep(0)  # one turn of the loop (not a delay): the cancel is now delivered
+        pool.release.set()
+        await cancelling
+        assert record.state is State.DONE, record.error
+        assert files_in(held.directory) == ["moved.bin"]
+        assert (held.directory / "moved.bin").read_bytes() == payload(3000)
+
+
+async def test_leftover_temporary_files_older_than_the_timeout_are_deleted_at_start(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    directory = tmp_path / "downloads"
+    directory.mkdir()
+    stale = directory / f"{TEMPORARY_PREFIX}crashed"
+    fresh = directory / f"{TEMPORARY_PREFIX}another-process"
+    stale.write_bytes(b"left by a killed process")
+    fresh.write_bytes(b"still being written")
+    old = time.time() - 31
+    os.utime(stale, (old, old))
+    record = await download_once(directory, upstream.url("/bytes/5/new.bin"), timeout=30.0)
+    assert record.state is State.DONE, record.error
+    assert files_in(directory) == [fresh.name, "new.bin"]

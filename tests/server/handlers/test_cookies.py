@@ -4,10 +4,12 @@ mservices manages itself cannot be touched."""
 from __future__ import annotations
 
 import re
+from http.cookies import Morsel
 
 import pytest
 
 from server.handlers.base import SESSION_COOKIE
+from server.handlers.cookies import ATTRIBUTE_RULE, cookie_problem
 from tests.conftest import Client
 from tests.server.handlers.test_admin_pages import Browser, flash_of
 from tests.server.handlers.test_user import PASSWORD, register
@@ -69,6 +71,42 @@ async def test_an_invalid_cookie_is_refused_with_400_and_the_reason(
     assert response.status == 400
     assert reason in response.text
     assert "ok" not in browser.cookies
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "path",
+        "Expires",
+        "secure",
+        "max-age",
+        "Domain",
+        "samesite",
+        "HttpOnly",
+        "comment",
+        "version",
+    ],
+)
+@pytest.mark.parametrize("action", ["set", "clear"])
+async def test_cookie_attribute_names_are_refused_with_400_and_the_reason(
+    client: Client, action: str, name: str
+) -> None:
+    browser = Browser(client)
+
+    response = await browser.post("/cookie", {"action": action, "name": name, "value": "x"})
+
+    assert response.status == 400
+    assert "attribute" in response.text
+    assert name not in browser.cookies
+
+
+@pytest.mark.parametrize("name", sorted(Morsel._reserved))  # type: ignore[attr-defined]
+def test_every_name_pythons_cookie_module_reserves_is_refused(name: str) -> None:
+    # Morsel._reserved is what makes set_cookie raise CookieError; a Python that adds a name
+    # must fail here rather than turn that name into a 500.
+    for spelling in (name, name.upper(), name.title()):
+        assert cookie_problem(spelling, "x") == ATTRIBUTE_RULE
+        assert cookie_problem(spelling, None) == ATTRIBUTE_RULE
 
 
 @pytest.mark.parametrize("name", [SESSION_COOKIE, "mservices_flash", "_xsrf"])

@@ -123,6 +123,16 @@ async def test_partial_and_missing_files_are_not_served(client: Client, services
     assert (await client.get("/s/downloads/..%2F..%2Fcookie_secret")).status in (403, 404)
 
 
+@pytest.mark.parametrize("path", ["a%00b", "%00", "saved.bin%00.txt"])
+async def test_a_nul_byte_in_a_file_name_is_404(
+    client: Client, services: Services, path: str
+) -> None:
+    directory = services.settings.effective_download_dir
+    directory.mkdir(parents=True)
+    (directory / "saved.bin").write_bytes(b"saved")
+    assert (await client.get("/s/downloads/" + path)).status == 404
+
+
 async def test_downloads_need_a_login(client: Client) -> None:
     response = await client.post("/api/downloads", json_body={"url": "http://example.com/"})
     assert_refused(response, 401, "not_authenticated")
@@ -141,6 +151,10 @@ async def test_downloads_need_a_login(client: Client) -> None:
         ("http://10.0.0.1/", 403, "forbidden_address"),
         ("http://169.254.169.254/latest/meta-data/", 403, "forbidden_address"),
         ("http://[::1]/", 403, "forbidden_address"),
+        ("http://[2002:a9fe:a9fe::]/", 403, "forbidden_address"),
+        ("http://a..b/x", 422, "unresolvable_host"),
+        ("http://.example.com/", 422, "unresolvable_host"),
+        ("http://" + "a" * 64 + ".example.com/", 422, "unresolvable_host"),
     ],
 )
 async def test_refused_urls_answer_a_4xx_naming_the_url(
@@ -265,6 +279,42 @@ async def test_the_seed_download_refuses_bad_arguments(
     assert_refused(
         await seed_download(client, token, url="ftp://127.0.0.1/"), 422, "invalid_scheme"
     )
+    body = assert_refused(
+        await seed_download(client, token, url="http://.example.com/"), 422, "unresolvable_host"
+    )
+    assert [error["field"] for error in body["errors"]] == ["url"]
+
+
+async def test_the_seed_download_reports_a_redirect_to_a_malformed_host_as_422(
+    client: Client, token: dict[str, str], upstream: Upstream
+) -> None:
+    response = await seed_download(client, token, url=upstream.url("/redirect?to=http://a..b/"))
+    assert_refused(response, 422, "unresolvable_host")
+
+
+async def test_the_seed_download_with_the_session_cookie_needs_the_xsrf_token(
+    client: Client, upstream: Upstream, services: Services
+) -> None:
+    await register(client)
+    browser = Browser(client)
+    await browser.login("cxk", PASSWORD)
+    query = {"url": upstream.url("/bytes/10/forged.bin")}
+    forged = await browser.get("/download?" + urlencode(query))
+    body = assert_refused(forged, 403, "xsrf_required")
+    assert "_xsrf" in body["msg"]
+    assert services.downloads.unfinished == 0
+    assert list(services.settings.effective_download_dir.glob("*")) == []
+    wrong = await browser.get("/download?" + urlencode({**query, "_xsrf": "2|00|00|00"}))
+    assert_refused(wrong, 403, "xsrf_required")
+    by_argument = await browser.get(
+        "/download?" + urlencode({**query, "_xsrf": browser.cookies["_xsrf"]})
+    )
+    assert by_argument.status == 200, by_argument.text
+    assert by_argument.json()["filename"] == "forged.bin"
+    headers = {**browser.cookie_header(), "X-XSRFToken": browser.cookies["_xsrf"]}
+    by_header = await client.get("/download?" + urlencode(query), headers=headers)
+    assert by_header.status == 200, by_header.text
+    assert by_header.json()["filename"] == "forged-1.bin"
 
 
 async def test_the_page_needs_a_login_and_then_drives_the_api(

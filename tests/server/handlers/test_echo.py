@@ -108,6 +108,28 @@ async def test_uploaded_files_are_described_but_their_content_never_echoed(
     assert b"own content" not in response.body
 
 
+async def test_multipart_field_names_are_echoed_as_sent_and_merged_with_the_query(
+    client: Client,
+) -> None:
+    # The part headers carry the UTF-8 bytes of the names; ``multipart`` sends them as latin-1.
+    field = 'name="été"'.encode().decode("latin-1")
+    upload = 'name="pièce"; filename="f.txt"'.encode().decode("latin-1")
+    payload = multipart((field, b"oui"), (upload, b"content"))
+    body = echoed(
+        await client.post(
+            "/echo?%C3%A9t%C3%A9=q",
+            body=payload,
+            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+    )
+
+    assert body["query_arguments"] == {"été": ["q"]}
+    assert body["body_arguments"] == {"été": ["oui"]}
+    assert body["arguments"] == {"été": ["q", "oui"]}
+    assert [upload["field"] for upload in body["files"]] == ["pièce"]
+    assert body["undecodable"] == []
+
+
 async def test_bytes_that_are_not_utf8_in_query_and_form_are_replaced_and_listed(
     client: Client,
 ) -> None:
