@@ -123,8 +123,8 @@ async def shut_down(
 
 async def close_websockets(services: Services) -> None:
     """Close every chat and ticker WebSocket with 1001 (going away), waiting (bounded) for the
-    closing handshakes."""
-    await open_sockets(services).close_all(CLOSE_GOING_AWAY, "server shutting down")
+    closing handshakes; a socket whose handshake finishes later is closed with 1001 at once."""
+    await open_sockets(services).close_all(CLOSE_GOING_AWAY, "server shutting down", stopping=True)
 
 
 class DrainingHTTPServer(HTTPServer):

@@ -38,6 +38,10 @@ from server.security.throttle import (
 )
 from server.settings import Settings, load_cookie_secret
 
+REDIS_SOCKET_TIMEOUT = 5.0
+"""Seconds a Redis command may wait for its reply before it fails (and is handled as Redis
+being away: chat carries on locally)."""
+
 
 @dataclass(slots=True)
 class Services:
@@ -91,8 +95,17 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         connect_timeout=settings.db_connect_timeout,
     )
     sessions = make_session_factory(engine)
+    # Every command is bounded (socket_timeout) and dead peers are noticed (keepalive), so a
+    # Redis that stops answering without refusing (a partition) delays chat, never hangs it.
+    # Blocking pub/sub reads (listen) ignore socket_timeout since redis-py 8.1.
     redis = (
-        Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=15)
+        Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_keepalive=True,
+            health_check_interval=15,
+        )
         if settings.redis_url
         else None
     )

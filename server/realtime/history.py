@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from repositories.chat import ChatRepository, StoredMessage
+from server.errors import is_database_outage
 
 log = logging.getLogger("mservices.chat")
 
@@ -28,6 +30,9 @@ class ChatHistory:
         self._task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
         self.dropped = 0
+        """Messages pushed out of a full queue (never stored unless already being written)."""
+        self.refused = 0
+        """Messages of batches the database refused (not an outage): set aside, never stored."""
 
     def record(self, message: StoredMessage) -> None:
         """Queue ``message`` for storage (never waits; past QUEUE_LIMIT the oldest is dropped
@@ -70,13 +75,34 @@ class ChatHistory:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every queued message now (one writer at a time)."""
+        """Write every queued message now (one writer at a time).
+
+        When the database is away the error propagates and the queue is kept (the writer tries
+        again). A batch the database refuses for any other reason would be refused forever: it
+        is set aside (logged and counted in ``refused``) so later messages are still stored.
+        """
         async with self._writing:
             while self._pending:
-                batch = [self._pending[index] for index in range(min(BATCH, len(self._pending)))]
-                async with self._sessions() as session, session.begin():
-                    await ChatRepository(session).add_many(batch)
-                for _ in batch:
+                batch = list(itertools.islice(self._pending, BATCH))
+                try:
+                    async with self._sessions() as session, session.begin():
+                        await ChatRepository(session).add_many(batch)
+                except Exception as error:
+                    if is_database_outage(error):
+                        raise
+                    self.refused += len(batch)
+                    log.error(
+                        "chat history: %d messages (ids %d to %d) refused by the database and "
+                        "set aside: %r",
+                        len(batch),
+                        batch[0].id,
+                        batch[-1].id,
+                        error,
+                    )
+                # record() may have pushed some of the batch out during the write: dequeue what
+                # is left of it (still at the front), never the messages queued since.
+                written = {message.id for message in batch}
+                while self._pending and self._pending[0].id in written:
                     self._pending.popleft()
 
     async def _write_forever(self) -> None:

@@ -57,7 +57,9 @@ class Hub:
         self.presence = presence
         self.history = history
         self.ids = ids or MessageIds()
-        self._rooms: dict[str, set[Member]] = {}
+        self._rooms: dict[str, dict[Member, bool]] = {}
+        """Each room's local members, each with whether presence counted it (its join got that
+        far), so only a counted member is taken out of presence when it leaves."""
         self.recent = RecentMessages(history, HISTORY_ON_JOIN)
         self.delivered = 0
         self.said = 0
@@ -69,8 +71,10 @@ class Hub:
 
         The member is added to the room as its history frame is sent, with no wait in between:
         a message delivered before is in the history, one delivered after comes as a frame.
-        When history cannot be read (the database is away) the error propagates and the member
-        was never in the room.
+        When history cannot be read (the database is away), or sending it or counting the
+        member in presence fails (or the join is cancelled), the error propagates and the member
+        is no longer in the room; presence, which never counted it, is left alone (the user's
+        other connections stay present).
         """
         try:
             history = await self._history_frame(room, last_id)
@@ -78,21 +82,28 @@ class Hub:
             if room not in self._rooms:
                 self.recent.drop(room)  # nobody here: keep nothing of the room in memory
             raise
-        self._rooms.setdefault(room, set()).add(member)
-        member.send(history)
-        if await self.presence.join(room, member.user):
+        members = self._rooms.setdefault(room, {})
+        members[member] = False
+        try:
+            member.send(history)
+            first = await self.presence.join(room, member.user)
+        except BaseException:
+            self._remove(member, room)
+            raise
+        if members.get(member) is False:  # still here: from now on leaving is counted
+            members[member] = True
+        if first:
             await self.bus.publish(room, encode("join", room, user=member.user, ts=time.time()))
         member.send(encode("presence", room, users=await self.presence.online(room)))
 
     async def leave(self, member: Member, room: str) -> None:
-        """Remove ``member``; announce the user when it was their last connection there."""
-        members = self._rooms.get(room)
-        if members is None or member not in members:
+        """Remove ``member``; announce the user when it was their last connection there.
+
+        Presence is counted down only for a member whose join counted it. Transports call this
+        once their ``join`` has returned or failed, never while it runs.
+        """
+        if not self._remove(member, room):
             return
-        members.discard(member)
-        if not members:
-            del self._rooms[room]
-            self.recent.drop(room)
         if await self.presence.leave(room, member.user):
             await self.bus.publish(room, encode("leave", room, user=member.user, ts=time.time()))
 
@@ -152,7 +163,7 @@ class Hub:
         stored = await self.history.recent(room, limit=RESUME_LIMIT + 1, after_id=last_id)
         # Messages delivered during the read are in memory, maybe not in what was read.
         merged = {message.id: message_fields(message) for message in stored}
-        merged.update((fields["id"], fields) for fields in recent.after(last_id) or ())
+        merged.update((fields["id"], fields) for fields in recent.kept_after(last_id))
         missed = [merged[key] for key in sorted(merged)]
         return encode(
             "history",
@@ -160,6 +171,18 @@ class Hub:
             messages=missed[-RESUME_LIMIT:],
             recovered=len(stored) <= RESUME_LIMIT and len(missed) <= RESUME_LIMIT,
         )
+
+    def _remove(self, member: Member, room: str) -> bool:
+        """Take ``member`` out of ``room`` (and the room out of memory with its last member);
+        True when presence had counted it."""
+        members = self._rooms.get(room)
+        if members is None or member not in members:
+            return False
+        counted = members.pop(member)
+        if not members:
+            del self._rooms[room]
+            self.recent.drop(room)
+        return counted
 
     def members(self, room: str) -> Iterable[Member]:
         """This process's members of ``room``."""

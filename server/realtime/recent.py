@@ -87,6 +87,10 @@ class RoomMessages:
         gap reaches further back than the window)."""
         if not self.complete and (not self.ids or last_id < self.ids[0]):
             return None
+        return self.kept_after(last_id)
+
+    def kept_after(self, last_id: int) -> list[Fields]:
+        """The messages in memory after ``last_id``, whether or not older ones are missing."""
         return self.messages[bisect.bisect_right(self.ids, last_id) :]
 
 
@@ -105,7 +109,8 @@ class RecentMessages:
         share one load; its failure reaches each of them and leaves nothing behind)."""
         entry = self._rooms.get(room)
         if entry is None:
-            entry = self._rooms[room] = RoomMessages(self.size)
+            # Complete until shown otherwise: a message pushed out during the load clears it.
+            entry = self._rooms[room] = RoomMessages(self.size, complete=True)
             entry.loading = asyncio.ensure_future(self._load(room, entry))
             # Retrieved even if every waiter is cancelled, so it is never logged as lost.
             entry.loading.add_done_callback(_retrieve)
@@ -144,8 +149,9 @@ class RecentMessages:
         finally:
             entry.loading = None
         self.loads += 1
-        # Messages delivered while the load was running are in the entry already.
-        entry.complete = len(stored) < self.size
+        # Messages delivered while the load was running are in the entry already; if some were
+        # pushed out meanwhile, the entry stays incomplete whatever the read found.
+        entry.complete = entry.complete and len(stored) < self.size
         for message in stored:
             entry.add(message_fields(message))
 

@@ -14,7 +14,7 @@ import secrets
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from server.realtime.websocket import open_sockets, site_origin_allowed
+from server.realtime.websocket import handshake_abandoned, open_sockets, site_origin_allowed
 from server.services import Services
 
 TICKS = 10
@@ -40,6 +40,7 @@ class TickerSocketHandler(WebSocketHandler):
         self.services = services
         self._sockets = open_sockets(services)
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def check_origin(self, origin: str) -> bool:
         """The site's own origin and ``settings.ws_origins``; Tornado answers 403 otherwise."""
@@ -51,8 +52,10 @@ class TickerSocketHandler(WebSocketHandler):
         return MAX_CLIENT_FRAME_BYTES
 
     def open(self) -> None:
-        """Start the sequence in its own task, so closing the socket can cancel it."""
-        self._sockets.add(self)
+        """Start the sequence in its own task, so closing the socket can cancel it; nothing
+        when the client left during the handshake or the process is shutting down (1001)."""
+        if self._closed or handshake_abandoned(self) or not self._sockets.add(self):
+            return
         self._task = asyncio.ensure_future(self._tick())
 
     def on_message(self, message: str | bytes) -> None:
@@ -60,6 +63,7 @@ class TickerSocketHandler(WebSocketHandler):
 
     def on_close(self) -> None:
         """Stop the sequence."""
+        self._closed = True
         self._sockets.discard(self)
         if self._task is not None:
             self._task.cancel()

@@ -78,11 +78,18 @@ class OpenSockets:
         self._sockets: set[ClosableSocket] = set()
         self._emptied = asyncio.Event()
         self._emptied.set()
+        self._closing: tuple[int, str] | None = None
+        """The code and reason of the shutdown's ``close_all``: the process is stopping."""
 
-    def add(self, socket: ClosableSocket) -> None:
-        """Track an opened socket."""
+    def add(self, socket: ClosableSocket) -> bool:
+        """Track an opened socket; during shutdown (after ``close_all(stopping=True)``) close it
+        at once with the same code and return False: its handshake finished too late."""
         self._sockets.add(socket)
         self._emptied.clear()
+        if self._closing is None:
+            return True
+        socket.close(*self._closing)
+        return False
 
     def discard(self, socket: ClosableSocket) -> None:
         """Forget a closed socket."""
@@ -102,9 +109,14 @@ class OpenSockets:
         reason: str = "server shutting down",
         *,
         timeout: float = 5.0,
+        stopping: bool = False,
     ) -> int:
         """Close every open socket with ``code`` and wait (at most ``timeout`` seconds) for the
-        closing handshakes; returns how many sockets were asked to close."""
+        closing handshakes; returns how many sockets were asked to close. With ``stopping``
+        (the process is shutting down), sockets whose handshake finishes afterwards are closed
+        the same way as they open (``add``)."""
+        if stopping:
+            self._closing = (code, reason)
         sockets = tuple(self._sockets)
         for socket in sockets:
             try:
@@ -123,7 +135,7 @@ def open_sockets(services: Services) -> OpenSockets:
     """The registry of open chat and ticker sockets of ``services`` (one per process).
 
     The runtime closes them on SIGTERM, before waiting for connections:
-    ``await open_sockets(services).close_all(1001)``.
+    ``await open_sockets(services).close_all(1001, stopping=True)``.
     """
     # Services has __slots__ without __weakref__; the hub lives exactly as long and can be a key.
     registry = _registries.get(services.hub)
@@ -152,6 +164,13 @@ async def session_login(handler: RequestHandler, services: Services) -> Login | 
         return None
 
 
+def handshake_abandoned(handler: WebSocketHandler) -> bool:
+    """True in ``open`` when the connection is already gone or closing: the client left while
+    ``prepare`` was awaiting, and Tornado has run ``on_close`` already."""
+    connection = handler.ws_connection
+    return connection is None or connection.is_closing()
+
+
 def origin_allowed(origin: str, host: str, allowed: Iterable[str]) -> bool:
     """True for the site's own origin (http or https on the request's ``Host``) and for the
     configured ``allowed`` origins (``*`` allows every origin)."""
@@ -178,7 +197,11 @@ class FrameError(Exception):
 
 
 def message_text(message: str | bytes) -> str:
-    """The text of a client frame: ``{"type": "message", "text": ...}`` or plain text."""
+    """The text of a client frame: ``{"type": "message", "text": ...}`` or plain text.
+
+    Refused (``FrameError``): binary frames and other JSON objects (``bad_frame``), blank text
+    (``empty``), text over MAX_TEXT_CHARS (``too_long``), text that cannot be UTF-8 (``bad_text``).
+    """
     if isinstance(message, bytes):
         raise FrameError("bad_frame", "send text frames, not binary ones")
     text = message
@@ -195,6 +218,11 @@ def message_text(message: str | bytes) -> str:
         raise FrameError("empty", "the message is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise FrameError("too_long", f"a message holds at most {MAX_TEXT_CHARS} characters")
+    try:
+        # JSON may escape a lone surrogate (\ud800), which no UTF-8 frame or column can hold.
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FrameError("bad_text", "the text is not valid Unicode (a lone surrogate)") from None
     return text
 
 
@@ -217,8 +245,10 @@ class ChatSocketHandler(WebSocketHandler):
     rate_per_second: float = RATE_PER_SECOND
     rate_burst: int = RATE_BURST
     services: Services
-    user: str
-    token_hash: str
+    user: str = ""
+    token_hash: str = ""
+    """Set by ``prepare``; empty while a handshake is still authenticating (the client may
+    drop then: Tornado runs ``on_close`` before ``prepare`` has finished)."""
     room: str = DEFAULT_ROOM
     last_id: int | None = None
     _bucket: TokenBucket | None = None
@@ -282,8 +312,17 @@ class ChatSocketHandler(WebSocketHandler):
         self.services.chat_pings.pong(self)
 
     async def open(self) -> None:
-        """Join the room: the hub sends history (or what was missed) and who is online."""
-        open_sockets(self.services).add(self)
+        """Join the room: the hub sends history (or what was missed) and who is online.
+
+        Nothing is registered when the client dropped during the handshake (``on_close`` has
+        run already and will not run again), or when the process is shutting down (closed at
+        once with 1001).
+        """
+        if self._closed or handshake_abandoned(self):
+            return
+        if not open_sockets(self.services).add(self):
+            self._closing = True
+            return
         self.services.chat_sessions.add(self.token_hash, self)
         self.services.chat_pings.add(self)
         self.set_nodelay(True)

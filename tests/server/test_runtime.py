@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from tornado.httpclient import HTTPRequest
 from tornado.testing import bind_unused_port
 from tornado.web import Application, RequestHandler
+from tornado.websocket import websocket_connect
 
 from repositories.db import create_engine
-from server.runtime import GOODBYE, DrainingHTTPServer
-from tests.conftest import service_url, wipe
+from server.runtime import GOODBYE, DrainingHTTPServer, close_websockets
+from server.services import Services
+from tests.conftest import Client, service_url, wipe
 from tests.processes import HOST, Served, create_superuser, serve, server_env
 from tests.server.test_cli import (
     SERVE_TIMEOUT,
@@ -264,3 +267,18 @@ async def test_drain_cuts_a_request_still_unfinished_after_the_timeout(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def test_a_websocket_opened_after_the_shutdown_closed_them_is_closed_with_1001(
+    client: Client, services: Services
+) -> None:
+    await close_websockets(services)
+
+    url = "ws" + client.base_url.removeprefix("http") + "/ticker"
+    request = HTTPRequest(url, headers={"Origin": client.base_url}, request_timeout=5)
+    connection = await asyncio.wait_for(websocket_connect(request), 5)
+    try:
+        assert await asyncio.wait_for(connection.read_message(), 5) is None
+        assert connection.close_code == 1001
+    finally:
+        connection.close()

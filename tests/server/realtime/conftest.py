@@ -1,9 +1,12 @@
-"""Fixtures and helpers shared by the realtime tests: a scratch Redis namespace, and logging in
-through the ``/login`` form as a browser does (the chat socket takes the session cookie)."""
+"""Fixtures and helpers shared by the realtime tests: a scratch Redis namespace, logging in
+through the ``/login`` form as a browser does (the chat socket takes the session cookie), and a
+gate that holds a handshake in ``prepare()``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import pytest
@@ -71,3 +74,48 @@ async def form_logout(client: Client, cookie: str) -> None:
         },
     )
     assert response.status == 302, response.text
+
+
+@dataclass
+class Gate:
+    """Holds whoever awaits ``passage()`` until ``release`` is set; ``entered`` says someone is
+    waiting (e.g. a WebSocket handshake paused in ``prepare()``)."""
+
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def passage(self) -> None:
+        """Say someone arrived, then wait until released."""
+        self.entered.set()
+        await self.release.wait()
+
+
+@dataclass
+class Calls:
+    """What a socket handler's ``open`` and ``on_close`` did, in order."""
+
+    order: list[str] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def drop_during_handshake(base_url: str, path: str, gate: Gate, cookie: str = "") -> None:
+    """Send the WebSocket upgrade request of ``path`` and close the connection once the
+    handler is held at ``gate`` (in ``prepare()``)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        f"Origin: {base_url}",
+        *([f"Cookie: {cookie}"] if cookie else []),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await asyncio.wait_for(gate.entered.wait(), 5.0)
+    writer.close()
+    await writer.wait_closed()

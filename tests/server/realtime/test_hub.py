@@ -436,3 +436,93 @@ async def test_resync_forgets_every_room_so_missed_messages_are_read_from_histor
 
     assert texts(alice.frames()[0]) == ["sent during the outage"]
     assert reads.count == 2
+
+
+async def test_a_resume_read_from_history_keeps_messages_delivered_during_the_read(
+    hub: Hub, history: ChatHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await hub.join(FakeMember("bob"), ROOM)  # the room is in memory, its window soon full
+    seen = await hub.say("bob", ROOM, "seen")
+    for number in range(HISTORY_ON_JOIN + 1):
+        await hub.say("bob", ROOM, f"missed {number}")
+    await history.flush()
+    original = ChatRepository.recent
+    during = hub.ids.next()
+
+    async def read_while_a_message_arrives(
+        self: ChatRepository, room: str, *, limit: int, after_id: int | None = None
+    ) -> list[StoredMessage]:
+        stored = await original(self, room, limit=limit, after_id=after_id)
+        hub.deliver(ROOM, from_elsewhere(during, "during the read"))  # not in what was read
+        return stored
+
+    monkeypatch.setattr(ChatRepository, "recent", read_while_a_message_arrives)
+    alice = FakeMember("alice")
+
+    await hub.join(alice, ROOM, last_id=seen)
+
+    history_frame = alice.frames()[0]
+    expected = [f"missed {n}" for n in range(HISTORY_ON_JOIN + 1)] + ["during the read"]
+    assert texts(history_frame) == expected
+    assert history_frame["recovered"] is True
+
+
+async def test_a_room_that_overflowed_during_its_first_load_sends_a_resume_to_history(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ChatRepository.recent
+    sent: list[int] = []
+
+    async def messages_arrive_during_the_load(
+        self: ChatRepository, room: str, *, limit: int, after_id: int | None = None
+    ) -> list[StoredMessage]:
+        stored = await original(self, room, limit=limit, after_id=after_id)
+        if after_id is None and not sent:  # more than the window: the first ones are pushed out
+            for number in range(HISTORY_ON_JOIN + 10):
+                sent.append(await hub.say("bob", ROOM, f"m{number}"))
+        return stored
+
+    monkeypatch.setattr(ChatRepository, "recent", messages_arrive_during_the_load)
+    await hub.join(FakeMember("bob"), ROOM)
+    alice = FakeMember("alice")
+
+    await hub.join(alice, ROOM, last_id=sent[0])
+
+    history_frame = alice.frames()[0]
+    assert texts(history_frame) == [f"m{n}" for n in range(1, HISTORY_ON_JOIN + 10)]
+    assert history_frame["recovered"] is True
+
+
+@dataclass(eq=False)
+class GoneMember(FakeMember):
+    """A member whose connection is gone: every send fails."""
+
+    def send(self, payload: str) -> None:
+        """Fail as a closed connection does."""
+        raise ConnectionResetError("the connection is gone")
+
+
+async def test_a_failed_join_leaves_the_users_other_connection_present(hub: Hub) -> None:
+    bob, first_tab, second_tab = FakeMember("bob"), FakeMember("alice"), GoneMember("alice")
+    await hub.join(bob, ROOM)
+    await hub.join(first_tab, ROOM)
+    bob.take()
+
+    with pytest.raises(ConnectionResetError):
+        await hub.join(second_tab, ROOM)
+    await hub.leave(second_tab, ROOM)  # what closing the failed socket does
+
+    assert bob.take() == []
+    assert await hub.online(ROOM) == ["alice", "bob"]
+    assert set(hub.members(ROOM)) == {bob, first_tab}
+    await hub.leave(first_tab, ROOM)
+    [left] = bob.take()
+    assert (left["type"], left["user"]) == ("leave", "alice")
+
+
+async def test_a_failed_first_join_leaves_no_room_behind(hub: Hub) -> None:
+    with pytest.raises(ConnectionResetError):
+        await hub.join(GoneMember("alice"), ROOM)
+
+    assert hub.rooms() == [] and len(hub.recent) == 0
+    assert await hub.online(ROOM) == []

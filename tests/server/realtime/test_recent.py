@@ -73,6 +73,8 @@ def test_a_gap_reaching_before_the_window_is_not_answered() -> None:
 
     assert room.after(9) is None
     assert RoomMessages(size=3).after(1) is None, "nothing known yet"
+    assert [message["id"] for message in room.kept_after(9)] == [10, 20, 30]
+    assert [message["id"] for message in room.kept_after(15)] == [20, 30]
 
 
 def test_a_complete_room_answers_every_gap() -> None:

@@ -21,9 +21,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tornado.testing import bind_unused_port
 
+from server import services as services_module
 from server.realtime.bus import LocalBus
 from server.realtime.history import ChatHistory
-from server.realtime.hub import Hub
+from server.realtime.hub import Hub, encode
 from server.realtime.presence import LocalPresence
 from server.realtime.redis_bus import RedisBus, RedisPresence
 from server.services import Services, open_services
@@ -639,3 +640,81 @@ async def test_services_keep_the_local_bus_and_presence_without_redis(
         assert isinstance(services.hub.presence, LocalPresence)
     finally:
         await services.close()
+
+
+@pytest.fixture
+async def silent_redis_url() -> AsyncIterator[str]:
+    """A redis:// URL whose server accepts connections and never answers, as Redis behind a
+    network partition does (nothing refuses, nothing replies)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.transport.abort()
+        await server.wait_closed()
+
+
+async def test_with_redis_silent_joins_and_messages_carry_on_locally(
+    tmp_path: Path, sqlite_url: str, silent_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services_module, "REDIS_SOCKET_TIMEOUT", 0.2)  # keeps the test short
+    settings = make_settings(tmp_path, sqlite_url, redis_url=silent_redis_url)
+    services = await open_services(settings)
+    ada, bob = FakeMember("ada"), FakeMember("bob")
+    try:
+        # Bounded only so that a hang fails the test instead of stalling the suite.
+        await asyncio.wait_for(services.hub.join(ada, ROOM), 60)
+        await asyncio.wait_for(services.hub.join(bob, ROOM), 60)
+        await asyncio.wait_for(services.hub.say("ada", ROOM, "still here"), 60)
+        bus = services.hub.bus
+    finally:
+        await services.close()
+
+    assert [frame["text"] for frame in bob.kinds("message")] == ["still here"]
+    assert bob.kinds("presence")[-1]["users"] == ["ada", "bob"]
+    assert isinstance(bus, RedisBus) and bus.unpublished >= 1
+
+
+@pytest.mark.redis
+async def test_an_idle_subscription_outlives_the_socket_timeout(
+    tmp_path: Path,
+    sqlite_url: str,
+    redis_scratch: ScratchRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(services_module, "REDIS_SOCKET_TIMEOUT", 0.2)
+    prefix = app_prefix(redis_scratch)
+    settings = make_settings(tmp_path, sqlite_url, redis_url=redis_scratch.url, redis_prefix=prefix)
+    services = await open_services(settings)
+    resubscribed = asyncio.Event()
+    other = RedisBus(redis_scratch.connect(), channel=f"{prefix}:chat")
+    bob = FakeMember("bob")
+    try:
+        bus = services.hub.bus
+        assert isinstance(bus, RedisBus)
+        await asyncio.wait_for(bus.subscribed.wait(), timeout=5)
+
+        async def note_resubscription() -> None:
+            resubscribed.set()
+
+        bus.on_resync(note_resubscription)
+        await services.hub.join(bob, ROOM)
+        # Idle for several socket timeouts: a blocking pub/sub read must not time out (on
+        # redis-py < 8.1 it would, and the bus would resubscribe again and again).
+        await asyncio.sleep(1.0)
+        await other.publish(ROOM, encode("message", ROOM, user="zoe", text="hi", ts=1.0, id=1))
+        assert await received(bob, "message")
+    finally:
+        await other.close()
+        await services.close()
+        await delete_keys(redis_scratch, prefix)
+    assert not resubscribed.is_set()

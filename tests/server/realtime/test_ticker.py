@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import IOStream
+from tornado.web import Application
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from server.realtime.ticker import HIGHEST, LOWEST, TICKS, TickerSocketHandler, tick_number
 from server.realtime.websocket import open_sockets
 from server.services import Services
-from tests.conftest import Client
+from tests.conftest import Client, serve_app
+from tests.server.realtime.conftest import Calls, Gate, drop_during_handshake
 
 WAIT = 5.0
 
@@ -149,3 +151,76 @@ async def test_the_ticker_refuses_a_foreign_origin_with_403(connect: Connect) ->
     with pytest.raises(HTTPClientError) as refused:
         await connect(origin="http://evil.example")
     assert refused.value.code == 403
+
+
+async def test_a_ticker_opened_after_close_all_is_closed_with_1001_at_once(
+    monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect
+) -> None:
+    monkeypatch.setattr(TickerSocketHandler, "tick_seconds", 0.0)
+    registry = open_sockets(services)
+    assert await asyncio.wait_for(registry.close_all(1001, stopping=True), WAIT) == 0
+
+    connection = await connect()  # a kept-alive connection can still upgrade during shutdown
+    frames: list[str] = []
+
+    assert await read_all(connection, frames) == 1001
+    assert frames == []
+    await eventually(lambda: len(registry) == 0, "the ticker to be forgotten")
+
+
+class HeldTicker(TickerSocketHandler):
+    """The ticker with a ``prepare`` that waits at a gate, as an authenticating handler does;
+    ``open`` and ``on_close`` are recorded (and still run)."""
+
+    def initialize(  # type: ignore[override]
+        self, services: Services, gate: Gate, calls: Calls
+    ) -> None:
+        """Receive the services, the gate and the record."""
+        super().initialize(services)
+        self.gate, self.calls = gate, calls
+
+    async def prepare(self) -> None:
+        """Wait at the gate."""
+        await self.gate.passage()
+
+    def open(self) -> None:
+        """Record, then the ticker's own ``open``."""
+        super().open()
+        self.calls.order.append("open")
+        self.calls.opened.set()
+
+    def on_close(self) -> None:
+        """Record, then the ticker's own ``on_close``."""
+        super().on_close()
+        self.calls.order.append("on_close")
+        self.calls.closed.set()
+
+
+async def test_a_ticker_whose_client_dropped_before_open_starts_nothing(
+    services: Services,
+) -> None:
+    gate, calls = Gate(), Calls()
+    route = ("/held", HeldTicker, {"services": services, "gate": gate, "calls": calls})
+    server, base_url = await serve_app(Application([route]))
+    try:
+        await drop_during_handshake(base_url, "/held", gate)
+        await asyncio.wait_for(calls.closed.wait(), WAIT)
+        gate.release.set()
+        await asyncio.wait_for(calls.opened.wait(), WAIT)
+    finally:
+        server.stop()
+        await server.close_all_connections()
+
+    assert calls.order == ["on_close", "open"]
+    assert len(open_sockets(services)) == 0
+
+
+async def test_close_all_without_stopping_lets_later_tickers_run(
+    monkeypatch: pytest.MonkeyPatch, services: Services, connect: Connect
+) -> None:
+    monkeypatch.setattr(TickerSocketHandler, "tick_seconds", 0.0)
+    await asyncio.wait_for(open_sockets(services).close_all(1012), WAIT)
+
+    frames: list[str] = []
+    assert await read_all(await connect(), frames) == 1000
+    assert frames[-1] == "end" and len(numbers_in(frames)) == TICKS

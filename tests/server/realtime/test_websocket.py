@@ -25,6 +25,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from repositories.chat import ChatRepository
 from repositories.users import UserRepository
 from server.handlers.base import SESSION_COOKIE
+from server.logins import Login
 from server.realtime import hub as hub_module
 from server.realtime.hub import encode
 from server.realtime.limits import MAX_TEXT_CHARS, RATE_BURST, REFUSALS_BEFORE_CLOSE
@@ -40,7 +41,13 @@ from server.services import Services
 from server.settings import Settings
 from tests.conftest import Client, make_settings
 from tests.server.handlers.test_user import PASSWORD, bearer, login, register
-from tests.server.realtime.conftest import form_login, form_logout
+from tests.server.realtime.conftest import (
+    Calls,
+    Gate,
+    drop_during_handshake,
+    form_login,
+    form_logout,
+)
 
 ROOM = "lobby"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -196,13 +203,8 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
 
 
 async def history_written(services: Services) -> None:
-    """Wait (bounded) until the history writer has stored every queued message.
-
-    A stopgap for two ChatHistory defects (reported, not in this module's files): ``recent``
-    can miss messages the writer moves from its queue to the database during the read, and
-    ``close`` cancels a write in progress, after which SQLite waits 30 s for the lock. Tests
-    that resume right after many messages, and every teardown, let the writer finish first.
-    """
+    """Wait (bounded) until the history writer has stored every queued message, for tests
+    that check what the database holds."""
     await eventually(lambda: not services.hub.history._pending, "the history writer to finish")
 
 
@@ -586,6 +588,31 @@ async def test_frames_that_are_not_messages_get_an_error_frame(
     assert before == []
 
 
+async def test_a_lone_surrogate_gets_an_error_frame_and_the_room_and_history_carry_on(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    bob = await connect(await log_in("bob"))
+    await alice.joined()
+    await bob.joined()
+    await alice.until(lambda frame: frame["type"] == "join" and frame["user"] == "bob")
+
+    # Valid JSON whose text can never be UTF-8: json.dumps escapes the surrogate as \ud800.
+    await alice.connection.write_message(json.dumps({"type": "message", "text": "a\ud800b"}))
+    error = await alice.frame()
+    sent, _ = await alice.own_message("after")
+    received, before = await bob.until(lambda frame: frame["type"] == "message")
+    await history_written(services)
+    late, _, _ = await (await connect(await log_in("carol"))).joined()
+
+    assert (error["type"], error["code"]) == ("error", "bad_text")
+    assert received == sent and before == []
+    assert [message["text"] for message in late["messages"]] == ["after"]
+    async with services.sessions() as session:
+        stored = await ChatRepository(session).recent(ROOM, limit=10)
+    assert [message.text for message in stored] == ["after"]
+
+
 async def test_flooding_gets_error_frames_then_close_1008(
     monkeypatch: pytest.MonkeyPatch, connect: Connect, log_in: LogIn
 ) -> None:
@@ -675,6 +702,78 @@ def test_message_text_accepts_json_messages_and_plain_text() -> None:
     for frame in (b"hi", '{"type": "other"}', '{"text": "x"}', "", " \n", "x" * 2001):
         with pytest.raises(FrameError):
             message_text(frame)
+
+
+def test_message_text_refuses_text_that_cannot_be_utf_8() -> None:
+    for text in ("\ud800", "a\udfffb", "\udc00\ud800"):
+        with pytest.raises(FrameError) as refused:
+            message_text(json.dumps({"type": "message", "text": text}))
+        assert refused.value.code == "bad_text"
+    assert message_text(json.dumps({"type": "message", "text": "😀"})) == "😀"
+
+
+# -- handshakes cut short ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch, services: Services) -> Gate:
+    """Hold every chat handshake in ``prepare()`` (at the session lookup) until released."""
+    held = Gate()
+    resolve = services.logins.resolve
+
+    async def gated(token: str) -> Login | None:
+        await held.passage()
+        return await resolve(token)
+
+    monkeypatch.setattr(services.logins, "resolve", gated)
+    return held
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Record every call of ``ChatSocketHandler.open`` and ``on_close`` (each still runs)."""
+    seen = Calls()
+    on_close, open_ = ChatSocketHandler.on_close, ChatSocketHandler.open
+
+    def recorded_on_close(self: ChatSocketHandler) -> None:
+        seen.order.append("on_close")
+        try:
+            on_close(self)
+        except BaseException as error:
+            seen.failures.append(error)
+            raise
+        finally:
+            seen.closed.set()
+
+    async def recorded_open(self: ChatSocketHandler) -> None:
+        try:
+            await open_(self)
+        except BaseException as error:
+            seen.failures.append(error)
+            raise
+        finally:
+            seen.order.append("open")
+            seen.opened.set()
+
+    monkeypatch.setattr(ChatSocketHandler, "on_close", recorded_on_close)
+    monkeypatch.setattr(ChatSocketHandler, "open", recorded_open)
+    return seen
+
+
+async def test_a_client_that_drops_during_the_handshake_leaves_nothing_registered(
+    services: Services, client: Client, log_in: LogIn, gate: Gate, calls: Calls
+) -> None:
+    await drop_during_handshake(client.base_url, "/message", gate, await log_in("alice"))
+    await asyncio.wait_for(calls.closed.wait(), WAIT)  # Tornado runs on_close during prepare()
+    gate.release.set()
+    await asyncio.wait_for(calls.opened.wait(), WAIT)  # ... and open() after it
+
+    assert calls.order == ["on_close", "open"]
+    assert calls.failures == []
+    assert len(open_sockets(services)) == 0
+    assert len(services.chat_sessions) == 0 and len(services.chat_pings) == 0
+    await members_settled(services, ROOM, 0)
+    assert await services.hub.online(ROOM) == []
 
 
 # -- shutdown ---------------------------------------------------------------------------------
@@ -767,3 +866,20 @@ async def test_the_ticker_page_is_open_to_everyone(client: Client) -> None:
 
     assert page.status == 200
     assert 'data-path="/ticker"' in page.text and "/s/js/ticker.js" in page.text
+
+
+async def test_a_socket_whose_handshake_ends_after_close_all_is_closed_with_1001(
+    services: Services, connect: Connect, log_in: LogIn, gate: Gate
+) -> None:
+    cookie = await log_in("alice")
+    opening = asyncio.ensure_future(connect(cookie))
+    await asyncio.wait_for(gate.entered.wait(), WAIT)
+    registry = open_sockets(services)
+
+    assert await asyncio.wait_for(registry.close_all(1001, stopping=True), WAIT) == 0
+    gate.release.set()
+    code, frames = await (await opening).closed()
+
+    assert code == 1001 and frames == []
+    await members_settled(services, ROOM, 0)
+    assert len(registry) == 0 and await services.hub.online(ROOM) == []
