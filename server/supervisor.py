@@ -119,6 +119,8 @@ def supervise(
                     code = process.poll()
                     if code is not None:
                         _on_exit(child, code, state, running)
+            # The supervisor is a plain process with no event loop (the serving processes are
+            # its children), so sleeping between polls blocks nothing; signals still interrupt.
             time.sleep(POLL_SECONDS)
     finally:
         for signum, handler in previous.items():
