@@ -36,7 +36,8 @@ def create_engine(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0
     """Create the async engine with the settings each backend needs to be safe under load.
 
     SQLite: foreign keys on, WAL journal, a busy timeout so concurrent writers wait instead of
-    failing. MariaDB: utf8mb4, pre-ping and recycling so a restarted server is reconnected to.
+    failing. MariaDB: utf8mb4, READ COMMITTED, pre-ping and recycling so a restarted server is
+    reconnected to.
     """
     parsed = make_url(url)
     if is_sqlite(parsed):
@@ -48,6 +49,9 @@ def create_engine(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0
     connect_args: dict[str, Any] = {"connect_timeout": int(max(1, connect_timeout))}
     return create_async_engine(
         parsed.set(query=query),
+        # As Django does on MySQL: each statement sees what has been committed, so a check made
+        # after taking a lock (repositories/locks.py) sees the lock's previous holder's writes.
+        isolation_level="READ COMMITTED",
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

@@ -25,6 +25,13 @@ class NotFound(DomainError):
     status = 404
 
 
+class Unprocessable(DomainError):
+    """The request is well formed but asks for something the rules do not allow (e.g. depth)."""
+
+    code = "unprocessable"
+    status = 422
+
+
 class Conflict(DomainError):
     """The change would break a uniqueness or integrity rule."""
 

@@ -1,4 +1,10 @@
-"""The menu repository: the self-referential menu tree, loaded in one query and kept acyclic."""
+"""The menu repository: the self-referential menu tree, loaded in one query, kept acyclic and at
+most ``MAX_DEPTH`` deep.
+
+Every write holds the admin lock (``repositories/locks.py``) before it checks anything, so two
+moves, creates or deletes racing each other are checked one after the other: no cycle, no
+duplicate title under one parent, on SQLite and MariaDB alike.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,15 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from repositories.errors import Conflict, NotFound
+from repositories.errors import Conflict, NotFound, Unprocessable
+from repositories.locks import hold
 from repositories.models import Menu, role_menu
 
-MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible")
+MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible", "permission")
+
+MAX_DEPTH = 32
+"""The deepest a menu may sit (a root is at depth 1); deeper creates and moves are refused with
+422, and trees built from older data stop showing menus below it."""
 
 
 @dataclass(slots=True)
@@ -28,6 +39,8 @@ class MenuNode:
     sort: int
     visible: bool
     children: list[MenuNode] = field(default_factory=list)
+    permission: str | None = None
+    """The permission the menu's page needs: it is shown only to holders."""
 
 
 def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
@@ -41,6 +54,7 @@ def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
             parent_id=menu.parent_id,
             sort=menu.sort,
             visible=menu.visible,
+            permission=menu.permission,
         )
         for menu in menus
     )
@@ -49,11 +63,29 @@ def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
 def link_tree(fresh: Iterable[MenuNode]) -> list[MenuNode]:
     """Link childless nodes into a forest in place, in O(n); children keep the input order.
 
-    A node whose parent is absent becomes a root, so a filtered set still renders.
+    A node whose parent is absent becomes a root, so a filtered set still renders. Nodes below
+    ``MAX_DEPTH`` (only older data can hold them) and nodes on a cycle (never written by this
+    repository) are left out, so whatever the rows, the forest is finite and shallow.
     """
     nodes = {node.id: node for node in fresh}
+    depths: dict[int, int] = {}
+    for start in nodes:
+        chain: list[int] = []
+        current: int | None = start
+        while current is not None and current in nodes and current not in depths:
+            if len(chain) > len(nodes):
+                break  # a cycle: its members get no depth and are left out
+            chain.append(current)
+            current = nodes[current].parent_id
+        base = depths.get(current, 0) if current is not None else 0
+        if len(chain) > len(nodes):
+            base = MAX_DEPTH  # everything on or below the cycle
+        for offset, node_id in enumerate(reversed(chain), start=1):
+            depths[node_id] = base + offset
     roots: list[MenuNode] = []
     for node in nodes.values():
+        if depths.get(node.id, MAX_DEPTH + 1) > MAX_DEPTH:
+            continue
         parent = nodes.get(node.parent_id) if node.parent_id is not None else None
         if parent is None:
             roots.append(node)
@@ -92,12 +124,19 @@ class MenuRepository:
         """Every menu as an unlinked node, in display order: plain column reads, no ORM
         identity map, for the hot tree builds."""
         query = select(
-            Menu.id, Menu.title, Menu.url, Menu.note, Menu.parent_id, Menu.sort, Menu.visible
+            Menu.id,
+            Menu.title,
+            Menu.url,
+            Menu.note,
+            Menu.parent_id,
+            Menu.sort,
+            Menu.visible,
+            Menu.permission,
         ).order_by(Menu.sort, Menu.id)
         rows = await self.session.execute(query)
         return [
-            MenuNode(id, title, url, note, parent_id, sort, visible)
-            for id, title, url, note, parent_id, sort, visible in rows
+            MenuNode(id, title, url, note, parent_id, sort, visible, permission=permission)
+            for id, title, url, note, parent_id, sort, visible, permission in rows
         ]
 
     async def add(
@@ -109,13 +148,24 @@ class MenuRepository:
         parent_id: int | None = None,
         sort: int = 0,
         visible: bool = True,
+        permission: str | None = None,
     ) -> Menu:
-        """Create a menu under ``parent_id`` (a root when None)."""
+        """Create a menu under ``parent_id`` (a root when None), at most ``MAX_DEPTH`` deep."""
+        await hold(self.session)
         if parent_id is not None:
             await self.get(parent_id)
+            parents = await self._parents()
+            if _depth(parents, parent_id) + 1 > MAX_DEPTH:
+                raise _too_deep()
         await self._check_unique(title=title, url=url, parent_id=parent_id, menu_id=None)
         menu = Menu(
-            title=title, url=url, note=note, parent_id=parent_id, sort=sort, visible=visible
+            title=title,
+            url=url,
+            note=note,
+            parent_id=parent_id,
+            sort=sort,
+            visible=visible,
+            permission=permission,
         )
         self.session.add(menu)
         await self.session.flush()
@@ -126,15 +176,20 @@ class MenuRepository:
         unknown = set(changes) - set(MENU_FIELDS)
         if unknown:
             raise ValueError(f"not menu fields: {sorted(unknown)}")
+        await hold(self.session)
         menu = await self.get(menu_id)
+        await self.session.refresh(menu)  # read after the lock: what its last holder committed
         parent_id = changes.get("parent_id", menu.parent_id)
-        if "parent_id" in changes and parent_id is not None:
+        if "parent_id" in changes and parent_id is not None and parent_id != menu.parent_id:
             await self.get(parent_id)
             if await self.is_ancestor_or_self(menu_id, of=parent_id):
                 raise Conflict(
                     f"menu {menu_id} cannot move under {parent_id}: it would be its own ancestor",
                     code="menu_cycle",
                 )
+            parents = await self._parents()
+            if _depth(parents, parent_id) + _height(parents, menu_id) > MAX_DEPTH:
+                raise _too_deep()
         await self._check_unique(
             title=changes.get("title", menu.title),
             url=changes.get("url", menu.url),
@@ -146,9 +201,14 @@ class MenuRepository:
         await self.session.flush()
         return menu
 
+    async def _parents(self) -> dict[int, int | None]:
+        """Every menu's parent id, in one query."""
+        rows = await self.session.execute(select(Menu.id, Menu.parent_id))
+        return {menu_id: parent_id for menu_id, parent_id in rows}
+
     async def is_ancestor_or_self(self, candidate_id: int, *, of: int) -> bool:
         """True when ``candidate_id`` is ``of`` or one of its ancestors (walked in one query)."""
-        parents = dict((await self.session.execute(select(Menu.id, Menu.parent_id))).all())
+        parents = await self._parents()
         current: int | None = of
         for _ in range(len(parents) + 1):
             if current is None:
@@ -162,7 +222,9 @@ class MenuRepository:
         """Delete a menu (and, with ``cascade``, its whole subtree); returns the deleted ids.
 
         A menu with children is refused unless ``cascade``; grants of deleted menus go with them.
+        The walk remembers what it visited, so even rows that loop cannot make it loop.
         """
+        await hold(self.session)
         await self.get(menu_id)
         rows = (await self.session.execute(select(Menu.id, Menu.parent_id))).all()
         children: dict[int | None, list[int]] = {}
@@ -174,10 +236,17 @@ class MenuRepository:
                 code="menu_has_children",
             )
         levels: builtins.list[builtins.list[int]] = [[menu_id]]
+        visited = {menu_id}
         while True:
-            below = [child for parent in levels[-1] for child in children.get(parent, ())]
+            below = [
+                child
+                for parent in levels[-1]
+                for child in children.get(parent, ())
+                if child not in visited
+            ]
             if not below:
                 break
+            visited.update(below)
             levels.append(below)
         doomed = [menu for level in levels for menu in level]
         await self.session.execute(delete(role_menu).where(role_menu.c.menu_id.in_(doomed)))
@@ -214,3 +283,32 @@ class MenuRepository:
                 same_url = same_url.where(Menu.id != menu_id)
             if await self.session.scalar(same_url.limit(1)) is not None:
                 raise Conflict(f"the url {url!r} belongs to another menu", code="menu_url_taken")
+
+
+def _depth(parents: dict[int, int | None], menu_id: int) -> int:
+    """How deep ``menu_id`` sits (a root is 1), counting at most past ``MAX_DEPTH``."""
+    depth = 0
+    current: int | None = menu_id
+    while current is not None and depth <= MAX_DEPTH:
+        depth += 1
+        current = parents.get(current)
+    return depth
+
+
+def _height(parents: dict[int, int | None], menu_id: int) -> int:
+    """How many levels the subtree of ``menu_id`` spans (1 for a leaf), walked iteratively."""
+    children: dict[int | None, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    height, level, seen = 0, [menu_id], {menu_id}
+    while level and height <= MAX_DEPTH:
+        height += 1
+        level = [child for node in level for child in children.get(node, ()) if child not in seen]
+        seen.update(level)
+    return height
+
+
+def _too_deep() -> Unprocessable:
+    return Unprocessable(
+        f"menus may be nested at most {MAX_DEPTH} levels deep", code="menu_too_deep"
+    )

@@ -1,4 +1,5 @@
-"""The data model: SQLAlchemy 2 typed models for menus, users, roles, tokens, goods and orders.
+"""The data model: SQLAlchemy 2 typed models for menus, users, roles and their permissions, tokens,
+goods, orders, the audit log, chat history and the named locks that serialize admin writes.
 
 Migrations in ``migrations/versions`` create exactly this schema; a test checks that
 autogenerate finds no difference between the two.
@@ -102,8 +103,31 @@ role_menu = Table(
 )
 
 
+role_permission = Table(
+    "role_permission",
+    Base.metadata,
+    Column("role_id", ForeignKey("role.id", ondelete="CASCADE"), primary_key=True),
+    Column("permission", String(64), primary_key=True),
+    **MYSQL_TABLE_ARGS,
+)
+"""The permission codes (``server.permissions``) each role grants."""
+
+
+class AppLock(Base):
+    """A named lock row: a transaction that updates it first holds it until it ends, so writers
+    whose checks must see each other's results (the menu tree, the superusers) go one at a time
+    on both backends."""
+
+    __tablename__ = "app_lock"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Menu(Base):
-    """A node of the menu tree (seed §7.2); its ``url`` doubles as the permission for its pages."""
+    """A node of the menu tree (seed §7.2): what a role *sees*. ``permission``, when set, is
+    the permission its page needs, so nobody is shown a link they would get 403 on."""
 
     __tablename__ = "menu"
     __table_args__ = (UniqueConstraint("parent_id", "title"), MYSQL_TABLE_ARGS)
@@ -117,6 +141,7 @@ class Menu(Base):
     )
     sort: Mapped[int] = mapped_column(Integer, default=0)
     visible: Mapped[bool] = mapped_column(default=True, server_default=true())
+    permission: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     parent: Mapped[Menu | None] = relationship(
@@ -144,7 +169,7 @@ class User(Base):
 
 
 class Role(Base):
-    """A named set of menu grants; users hold roles."""
+    """A named set of menu and permission grants; users hold roles."""
 
     __tablename__ = "role"
     __table_args__ = (MYSQL_TABLE_ARGS,)
@@ -203,7 +228,12 @@ class AuditEntry(Base):
     """One security-relevant event: who did what, when, from where (never a password or token)."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_created_at", "created_at"), MYSQL_TABLE_ARGS)
+    __table_args__ = (
+        Index("ix_audit_log_created_at", "created_at"),
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        MYSQL_TABLE_ARGS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int | None] = mapped_column(

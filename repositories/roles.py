@@ -1,4 +1,4 @@
-"""The role repository: roles and the menus they grant."""
+"""The role repository: roles, the menus they grant and the permissions they grant."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound
-from repositories.models import Menu, Role, role_menu
+from repositories.models import Menu, Role, role_menu, role_permission
 
 ROLE_FIELDS = ("name", "description")
 
 
 class RoleRepository:
-    """Roles: CRUD and their menu grants."""
+    """Roles: CRUD, their menu grants and their permission grants (codes are checked by the
+    caller against ``server.permissions``; this layer stores strings)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -106,6 +107,53 @@ class RoleRepository:
             await self.session.execute(
                 insert(role_menu),
                 [{"role_id": role_id, "menu_id": menu_id} for menu_id in sorted(wanted - current)],
+            )
+        await self.session.flush()
+        return wanted
+
+    async def permissions(self, role_id: int) -> set[str]:
+        """The permission codes this role grants."""
+        result = await self.session.scalars(
+            select(role_permission.c.permission).where(role_permission.c.role_id == role_id)
+        )
+        return set(result.all())
+
+    async def permissions_by_role(self, role_ids: Iterable[int]) -> dict[int, set[str]]:
+        """The permissions each of ``role_ids`` grants, in one query (roles granting none are
+        absent)."""
+        ids = set(role_ids)
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(role_permission.c.role_id, role_permission.c.permission).where(
+                role_permission.c.role_id.in_(ids)
+            )
+        )
+        grants: dict[int, set[str]] = {}
+        for role_id, permission in rows:
+            grants.setdefault(role_id, set()).add(permission)
+        return grants
+
+    async def permissions_granted_to_roles(self, role_ids: Iterable[int]) -> set[str]:
+        """Every permission any of ``role_ids`` grants."""
+        return set().union(*(await self.permissions_by_role(role_ids)).values())
+
+    async def set_permissions(self, role_id: int, permissions: Iterable[str]) -> set[str]:
+        """Replace the role's permissions with ``permissions``."""
+        await self.get(role_id)
+        wanted = set(permissions)
+        current = await self.permissions(role_id)
+        if current - wanted:
+            await self.session.execute(
+                delete(role_permission).where(
+                    role_permission.c.role_id == role_id,
+                    role_permission.c.permission.in_(current - wanted),
+                )
+            )
+        if wanted - current:
+            await self.session.execute(
+                insert(role_permission),
+                [{"role_id": role_id, "permission": code} for code in sorted(wanted - current)],
             )
         await self.session.flush()
         return wanted

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound
+from repositories.locks import hold
 from repositories.models import Role, User, user_role
 
 PROFILE_FIELDS = ("name", "mobile", "city", "last_login_device", "is_active", "is_superuser")
@@ -80,6 +81,11 @@ class UserRepository:
         renamed = "name" in changes and changes["name"] != user.name
         if renamed and await self.get_by_name(changes["name"]) is not None:
             raise Conflict(f"the name {changes['name']!r} is taken", code="name_taken")
+        if changes.get("is_superuser") is False or changes.get("is_active") is False:
+            # Two superusers demoting each other at once: the lock makes the second count see
+            # the first one's demotion, so one of them is refused.
+            await hold(self.session)
+            await self.session.refresh(user)
         removes_superuser = (
             user.is_superuser
             and user.is_active

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_valida
 from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
+from schemas.permission import PermissionCode
 
 
 def _single_line(value: str) -> str:
@@ -33,6 +34,7 @@ class MenuTreeNode(Schema):
     note: str | None
     sort: int
     visible: bool
+    permission: str | None = None
     children: list[MenuTreeNode]
 
 
@@ -52,6 +54,8 @@ class MenuCreate(RequestSchema):
     parent_id: MenuId | None = None
     sort: SortKey = 0
     visible: StrictBool = True
+    permission: PermissionCode | None = None
+    """The permission the menu's page needs; the menu is shown only to holders."""
 
 
 class MenuUpdate(RequestSchema):
@@ -67,6 +71,7 @@ class MenuUpdate(RequestSchema):
     parent_id: MenuId | None = None
     sort: Annotated[SortKey | None, WithJsonSchema({"type": "integer"})] = None
     visible: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
+    permission: PermissionCode | None = None
 
     @model_validator(mode="after")
     def _required_fields_stay_set(self) -> MenuUpdate:
@@ -88,6 +93,7 @@ class MenuRead(Schema):
     parent_id: int | None
     sort: int
     visible: bool
+    permission: str | None = None
 
 
 class MenuResponse(Schema):

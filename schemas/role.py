@@ -9,6 +9,7 @@ from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
 from schemas.menu import MenuId
+from schemas.permission import PermissionCode
 
 RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 RoleDescription = Annotated[str, Field(max_length=255)]
@@ -46,13 +47,20 @@ class RoleMenus(RequestSchema):
     menu_ids: list[MenuId] = Field(max_length=10_000)
 
 
+class RolePermissions(RequestSchema):
+    """``PUT /api/roles/{id}/permissions``: the complete set of permissions the role grants."""
+
+    permissions: list[PermissionCode] = Field(max_length=1_000)
+
+
 class RoleRead(Schema):
-    """A role and the menus it grants."""
+    """A role, the menus and the permissions it grants."""
 
     id: int
     name: str
     description: str | None
     menu_ids: list[int]
+    permissions: list[str] = []
 
 
 class RoleResponse(Schema):

@@ -2,30 +2,75 @@
 
 An ``Admin`` works inside the caller's transaction for one actor. Every change is audited in that
 transaction and leaves the cache invalidations it requires in ``events``, which the caller
-publishes after commit. Two rules hold whatever the change: the last active superuser stays
-(repositories enforce it), and no one removes their own admin access: a change after which the
-actor could no longer open an admin page they could open before is refused.
+publishes after commit. The route table has already checked that the actor holds the permission
+of the call (``roles.change``, ``users.assign``...); the rules here hold whatever the data:
+
+- **Grant ceiling** (Kubernetes RBAC's escalation prevention): a non-superuser may grant only
+  what they hold. They may change a role only if they hold every permission and menu it grants,
+  before and after the change; give or take a role only if they hold all of it; never act on a
+  superuser, nor on a user holding a permission they lack. Only superusers change superuser
+  status. A refusal is ``Refused`` (403, its own code) and is audited although it is rolled back.
+- **No self lock-out**: a change after which the actor would lose an administration permission
+  they hold is refused (409 ``own_admin_access``).
+- **The last active superuser stays**, and the menu tree stays acyclic and shallow
+  (repositories enforce both under the admin lock).
+
+Every operation first takes the admin lock (``repositories/locks.py``) and reads the actor's
+grants after it, so racing changes are checked one at a time against fresh data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.audit import AuditRepository
 from repositories.errors import Conflict, Forbidden
+from repositories.locks import hold
 from repositories.menus import MenuRepository
 from repositories.models import Menu, Role, User
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
 from server.invalidation import Event
+from server.permissions import ADMIN_PERMISSIONS, PERMISSIONS
 from server.principal import Principal
 
-ADMIN_MENU_URLS = ("/admin/menus", "/admin/roles", "/admin/users")
-"""The menus that guard administration; granting one of them makes a role an admin of it."""
+REFUSED_ACTION = "admin_refused"
+"""The audit action of a refused administrative change."""
+
+
+class Refused(Forbidden):
+    """A change beyond the actor's grants: 403 with a specific code, audited as
+    ``admin_refused`` even though the change itself is rolled back."""
+
+    def __init__(self, message: str, *, code: str, attempted: str) -> None:
+        super().__init__(message, code=code)
+        self.audit_action = REFUSED_ACTION
+        self.audit_detail = f"{code}: {attempted}"[:255]
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """What an actor holds right now, read from the database under the admin lock."""
+
+    superuser: bool
+    permissions: frozenset[str]
+    menu_ids: frozenset[int]
+
+    def holds(self, permissions: Iterable[str] = (), menu_ids: Iterable[int] = ()) -> bool:
+        """True when every one of ``permissions`` and ``menu_ids`` is held (all, for a
+        superuser)."""
+        if self.superuser:
+            return True
+        return set(permissions) <= self.permissions and set(menu_ids) <= self.menu_ids
+
+    def effective_permissions(self) -> frozenset[str]:
+        """The permission codes held (every registered one for a superuser)."""
+        return frozenset(PERMISSIONS) if self.superuser else self.permissions
 
 
 class Admin:
@@ -43,14 +88,25 @@ class Admin:
     # -- menus ---------------------------------------------------------------------------
 
     async def create_menu(self, fields: dict[str, Any]) -> Menu:
-        """Create a menu (title, url, note, parent_id, sort, visible)."""
+        """Create a menu (title, url, note, parent_id, sort, visible, permission)."""
+        ceiling = await self.ceiling()
+        permission = fields.get("permission")
+        if permission is not None and not ceiling.holds(permissions=[permission]):
+            raise self._beyond_ceiling(f"create a menu needing {permission}")
         menu = await self.menus.add(**fields)
         await self._audit("menu_created", f"menu {menu.id} {menu.title!r}")
         self.events.append(Event("menus"))
         return menu
 
     async def update_menu(self, menu_id: int, changes: dict[str, Any]) -> Menu:
-        """Rename, move, reorder, show or hide a menu; never into its own subtree."""
+        """Rename, move, reorder, show or hide a menu, or change the permission it names
+        (only between permissions the actor holds); never into its own subtree."""
+        ceiling = await self.ceiling()
+        if "permission" in changes:
+            current = (await self.menus.get(menu_id)).permission
+            named = {code for code in (current, changes["permission"]) if code is not None}
+            if not ceiling.holds(permissions=named):
+                raise self._beyond_ceiling(f"change menu {menu_id}'s permission")
         async with self._keeping_own_access():
             menu = await self.menus.update(menu_id, changes)
         await self._audit("menu_updated", f"menu {menu_id}: {', '.join(sorted(changes))}")
@@ -59,9 +115,10 @@ class Admin:
 
     async def delete_menu(self, menu_id: int, *, cascade: bool) -> list[int]:
         """Delete a menu (with ``cascade``, its subtree); grants go with it."""
+        await self.ceiling()
         async with self._keeping_own_access():
             deleted = await self.menus.delete(menu_id, cascade=cascade)
-        await self._audit("menu_deleted", f"menus {deleted}")
+        await self._audit("menu_deleted", f"menus {deleted}"[:255])
         self.events.append(Event("menus"))
         return deleted
 
@@ -69,30 +126,52 @@ class Admin:
 
     async def create_role(self, name: str, description: str | None) -> Role:
         """Create a role that grants nothing yet."""
+        await self.ceiling()
         role = await self.roles.add(name=name, description=description)
         await self._audit("role_created", f"role {role.id} {role.name!r}")
         return role
 
     async def update_role(self, role_id: int, changes: dict[str, Any]) -> Role:
-        """Rename or describe a role."""
+        """Rename or describe a role the actor holds all of."""
+        await self._require_whole_role(role_id, "change")
         role = await self.roles.update(role_id, changes)
         await self._audit("role_updated", f"role {role_id}: {', '.join(sorted(changes))}")
         self.events.append(Event("roles"))
         return role
 
     async def delete_role(self, role_id: int) -> None:
-        """Delete a role; its holders lose its grants."""
+        """Delete a role the actor holds all of; its holders lose its grants."""
+        await self._require_whole_role(role_id, "delete")
         async with self._keeping_own_access():
             await self.roles.delete(role_id)
         await self._audit("role_deleted", f"role {role_id}")
         self.events.append(Event("roles"))
 
     async def set_role_menus(self, role_id: int, menu_ids: Iterable[int]) -> set[int]:
-        """Replace the menus a role grants."""
+        """Replace the menus a role grants, all of which the actor must hold."""
+        ceiling = await self._require_whole_role(role_id, "change the menus of")
         async with self._keeping_own_access():
             granted = await self.roles.set_menus(role_id, menu_ids)
-        await self._audit("role_menus_set", f"role {role_id}: menus {sorted(granted)}")
+        if not ceiling.holds(menu_ids=granted):
+            missing = sorted(granted - ceiling.menu_ids)
+            raise self._beyond_ceiling(f"grant menus {missing} to role {role_id}")
+        await self._audit("role_menus_set", f"role {role_id}: menus {sorted(granted)}"[:255])
         self.events.append(Event("menus"))
+        return granted
+
+    async def set_role_permissions(self, role_id: int, permissions: Iterable[str]) -> set[str]:
+        """Replace the permissions a role grants, all of which the actor must hold."""
+        ceiling = await self._require_whole_role(role_id, "change the permissions of")
+        wanted = set(permissions)
+        if not ceiling.holds(permissions=wanted):
+            missing = sorted(wanted - ceiling.permissions)
+            raise self._beyond_ceiling(f"grant {', '.join(missing)} to role {role_id}")
+        async with self._keeping_own_access():
+            granted = await self.roles.set_permissions(role_id, wanted)
+        await self._audit(
+            "role_permissions_set", f"role {role_id}: {', '.join(sorted(granted))}"[:255]
+        )
+        self.events.append(Event("roles"))
         return granted
 
     # -- users ---------------------------------------------------------------------------
@@ -100,17 +179,16 @@ class Admin:
     async def update_user(self, user_id: int, changes: dict[str, Any]) -> User:
         """Activate, deactivate, promote or demote; deactivation ends every session.
 
-        Only a superuser may change superuser status or touch a superuser: being granted the
-        user admin menu must not be a way to become (or overrule) one.
+        Only a superuser may change superuser status or touch a superuser: holding
+        ``users.change`` must not be a way to become (or overrule) one.
         """
-        target = await self.users.get(user_id)
-        if "is_superuser" in changes or target.is_superuser:
-            actor = await self.session.get(User, self.actor.user_id)
-            if actor is None or not actor.is_superuser:
-                raise Forbidden(
-                    "only a superuser can change superuser status or change a superuser",
-                    code="superuser_required",
-                )
+        if "is_superuser" in changes and not (await self.ceiling()).superuser:
+            raise Refused(
+                "only a superuser can change superuser status",
+                code="superuser_required",
+                attempted=f"change superuser status of user {user_id}",
+            )
+        await self._require_outranking(user_id, "change")
         async with self._keeping_own_access():
             user = await self.users.update(user_id, changes)
         revoked: list[str] = []
@@ -123,16 +201,29 @@ class Admin:
         return user
 
     async def set_user_roles(self, user_id: int, role_ids: Iterable[int]) -> set[int]:
-        """Replace a user's roles."""
+        """Replace a user's roles: every role given or taken must be within the actor's grants."""
+        ceiling = await self._require_outranking(user_id, "change the roles of")
+        before = await self.users.role_ids(user_id)
         async with self._keeping_own_access():
             held = await self.users.set_roles(user_id, role_ids)
-        await self._audit("user_roles_set", f"user {user_id}: roles {sorted(held)}")
+        changed = held ^ before
+        if changed and not ceiling.superuser:
+            menus = await self.roles.menu_ids_by_role(changed)
+            permissions = await self.roles.permissions_by_role(changed)
+            beyond = sorted(
+                role_id
+                for role_id in changed
+                if not ceiling.holds(permissions.get(role_id, ()), menus.get(role_id, ()))
+            )
+            if beyond:
+                raise self._beyond_ceiling(f"give or take roles {beyond} of user {user_id}")
+        await self._audit("user_roles_set", f"user {user_id}: roles {sorted(held)}"[:255])
         self.events.append(Event("user", str(user_id)))
         return held
 
     async def revoke_user_sessions(self, user_id: int) -> int:
         """Revoke every token of a user; returns how many."""
-        await self.users.get(user_id)
+        await self._require_outranking(user_id, "revoke the sessions of")
         revoked = await TokenRepository(self.session).revoke_all_for_user(user_id)
         await self._audit("user_sessions_revoked", f"user {user_id}: {len(revoked)} sessions")
         self.events.extend(Event("token", token_hash) for token_hash in revoked)
@@ -140,20 +231,75 @@ class Admin:
 
     # -- rules ---------------------------------------------------------------------------
 
+    async def ceiling(self) -> Ceiling:
+        """Take the admin lock, then read what the actor holds now (nothing when inactive)."""
+        await hold(self.session)
+        user = await self.session.get(User, self.actor.user_id)
+        if user is not None:
+            await self.session.refresh(user)
+        if user is None or not user.is_active:
+            return Ceiling(False, frozenset(), frozenset())
+        if user.is_superuser:
+            return Ceiling(True, frozenset(), frozenset())
+        role_ids = await self.users.role_ids(user.id)
+        return Ceiling(
+            False,
+            frozenset(await self.roles.permissions_granted_to_roles(role_ids)),
+            frozenset(await self.menus.ids_granted_to_roles(role_ids)),
+        )
+
+    async def admin_permissions(self) -> set[str]:
+        """The administration permissions the actor holds according to the database now."""
+        return set((await self.ceiling()).effective_permissions() & ADMIN_PERMISSIONS)
+
+    async def _require_whole_role(self, role_id: int, verb: str) -> Ceiling:
+        """The actor's ceiling, once it is known to hold every grant of role ``role_id``."""
+        ceiling = await self.ceiling()
+        await self.roles.get(role_id)
+        if ceiling.superuser:
+            return ceiling
+        permissions = await self.roles.permissions(role_id)
+        menu_ids = await self.roles.menu_ids(role_id)
+        if not ceiling.holds(permissions, menu_ids):
+            raise self._beyond_ceiling(f"{verb} role {role_id}")
+        return ceiling
+
+    async def _require_outranking(self, user_id: int, verb: str) -> Ceiling:
+        """The actor's ceiling, once it is known the target is no superuser (unless the actor
+        is one) and holds no permission the actor lacks."""
+        ceiling = await self.ceiling()
+        target = await self.users.get(user_id)
+        if ceiling.superuser:
+            return ceiling
+        if target.is_superuser:
+            raise Refused(
+                "only a superuser can change a superuser",
+                code="superuser_required",
+                attempted=f"{verb} superuser {user_id}",
+            )
+        held = await self.roles.permissions_granted_to_roles(await self.users.role_ids(user_id))
+        if not held <= ceiling.permissions:
+            raise Refused(
+                "this user holds permissions you do not: "
+                + ", ".join(sorted(held - ceiling.permissions)),
+                code="user_outranks_you",
+                attempted=f"{verb} user {user_id}",
+            )
+        return ceiling
+
+    def _beyond_ceiling(self, attempted: str) -> Refused:
+        return Refused(
+            "you can only grant what you hold yourself: " + attempted,
+            code="grant_ceiling",
+            attempted=attempted,
+        )
+
     def _keeping_own_access(self) -> _OwnAccessGuard:
         return _OwnAccessGuard(self)
 
-    async def admin_urls(self) -> set[str]:
-        """The admin menus the actor can open according to the database right now."""
-        user = await self.session.get(User, self.actor.user_id)
-        if user is None or not user.is_active:
-            return set()
-        if user.is_superuser:
-            return set(ADMIN_MENU_URLS)
-        role_ids = await self.users.role_ids(user.id)
-        granted = await self.menus.ids_granted_to_roles(role_ids)
-        urls = {menu.url for menu in await self.menus.list() if menu.id in granted and menu.url}
-        return urls & set(ADMIN_MENU_URLS)
+    async def record_refusal(self, refused: Refused) -> None:
+        """Audit ``refused`` (call it after rolling the refused change back)."""
+        await self._audit(refused.audit_action, refused.audit_detail)
 
     async def _audit(self, action: str, detail: str) -> None:
         await AuditRepository(self.session).add(
@@ -166,22 +312,23 @@ class Admin:
 
 
 class _OwnAccessGuard:
-    """Refuses (with Conflict) a change that takes admin pages away from the actor."""
+    """Refuses (with Conflict) a change that takes administration permissions from the actor."""
 
     def __init__(self, admin: Admin) -> None:
         self.admin = admin
         self.before: set[str] = set()
 
     async def __aenter__(self) -> None:
-        self.before = await self.admin.admin_urls()
+        self.before = await self.admin.admin_permissions()
 
     async def __aexit__(self, exc_type: object, exc: object, traceback: object) -> None:
         if exc_type is not None:
             return
         await self.admin.session.flush()
-        lost = self.before - await self.admin.admin_urls()
+        lost = self.before - await self.admin.admin_permissions()
         if lost:
             raise Conflict(
-                "this change would remove your own admin access to " + ", ".join(sorted(lost)),
+                "this change would remove your own administration permissions: "
+                + ", ".join(sorted(lost)),
                 code="own_admin_access",
             )

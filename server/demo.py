@@ -1,4 +1,5 @@
-"""Demo data: roles with visibly different menus, one user per role, some goods and an order.
+"""Demo data: roles with visibly different menus and matching permissions, one user per role,
+some goods and an order.
 
 Loading is idempotent: existing rows are kept, missing ones are added. New users get random
 passwords, printed once and kept in ``DATA_DIR/demo-credentials.txt`` (mode 0600).
@@ -20,6 +21,17 @@ from repositories.orders import OrderRepository
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
 from server.menu_access import ANONYMOUS_ROLE
+from server.permissions import (
+    AUDIT_VIEW,
+    CHAT_USE,
+    DOWNLOADS_USE,
+    MENUS_VIEW,
+    ORDERS_LOOKUP,
+    ORDERS_USE,
+    PERMISSIONS,
+    ROLES_VIEW,
+    USERS_VIEW,
+)
 from server.security.passwords import PasswordHasher
 
 CREDENTIALS_FILE = "demo-credentials.txt"
@@ -33,38 +45,50 @@ class DemoMenu:
     url: str | None
     roles: tuple[str, ...]
     children: tuple[DemoMenu, ...] = ()
+    permission: str | None = None
+    """The permission its page needs: the menu is shown only to holders."""
 
 
 DEMO_ROLES = {
-    ANONYMOUS_ROLE: "What visitors who are not logged in see",
-    "admin": "Administrators: menus, roles, users",
-    "agent": "客服: chat with customers, look up orders",
-    "customer": "Customers: their orders and the support chat",
+    ANONYMOUS_ROLE: "访客（未登录）看到的菜单",
+    "admin": "管理员：菜单、角色、用户、审计日志",
+    "agent": "客服：与顾客聊天、查询订单",
+    "customer": "顾客：自己的订单和客服聊天",
 }
+
+DEMO_PERMISSIONS: dict[str, frozenset[str]] = {
+    ANONYMOUS_ROLE: frozenset(),
+    "admin": frozenset(PERMISSIONS),
+    "agent": frozenset({CHAT_USE, ORDERS_USE, ORDERS_LOOKUP}),
+    "customer": frozenset({CHAT_USE, ORDERS_USE}),
+}
+"""What each demo role may do: a customer chats and orders, an agent also looks up orders, the
+admin role administers (it holds every permission)."""
 
 DEMO_MENUS = (
     DemoMenu("首页", "/", (ANONYMOUS_ROLE, "admin", "agent", "customer")),
     DemoMenu("登录", "/login", (ANONYMOUS_ROLE,)),
-    DemoMenu("我的订单", "/orders", ("customer",)),
+    DemoMenu("我的订单", "/orders", ("customer",), permission=ORDERS_USE),
     DemoMenu(
         "客服中心",
         None,
         ("agent", "customer"),
         (
-            DemoMenu("聊天室", "/chat", ("agent", "customer")),
-            DemoMenu("客服在线", "/robbit", ("agent", "customer")),
+            DemoMenu("聊天室", "/chat", ("agent", "customer"), permission=CHAT_USE),
+            DemoMenu("客服在线", "/robbit", ("agent", "customer"), permission=CHAT_USE),
         ),
     ),
-    DemoMenu("订单查询", "/admin/orders", ("agent", "admin")),
-    DemoMenu("下载", "/downloads", ("admin",)),
+    DemoMenu("订单查询", "/admin/orders", ("agent", "admin"), permission=ORDERS_LOOKUP),
+    DemoMenu("下载", "/downloads", ("admin",), permission=DOWNLOADS_USE),
     DemoMenu(
         "系统管理",
         None,
         ("admin",),
         (
-            DemoMenu("菜单管理", "/admin/menus", ("admin",)),
-            DemoMenu("角色管理", "/admin/roles", ("admin",)),
-            DemoMenu("用户管理", "/admin/users", ("admin",)),
+            DemoMenu("菜单管理", "/admin/menus", ("admin",), permission=MENUS_VIEW),
+            DemoMenu("角色管理", "/admin/roles", ("admin",), permission=ROLES_VIEW),
+            DemoMenu("用户管理", "/admin/users", ("admin",), permission=USERS_VIEW),
+            DemoMenu("审计日志", "/admin/audit", ("admin",), permission=AUDIT_VIEW),
         ),
     ),
 )
@@ -105,9 +129,15 @@ async def load_demo(session: AsyncSession, passwords: PasswordHasher) -> DemoRes
             menu = _find(existing, item.title, parent_id)
             if menu is None:
                 menu = await menus.add(
-                    title=item.title, url=item.url, parent_id=parent_id, sort=sort
+                    title=item.title,
+                    url=item.url,
+                    parent_id=parent_id,
+                    sort=sort,
+                    permission=item.permission,
                 )
                 existing.append(menu)
+            elif menu.permission is None and item.permission is not None:
+                menu = await menus.update(menu.id, {"permission": item.permission})
             for role in item.roles:
                 grants[role].add(menu.id)
             await place(item.children, menu.id)
@@ -115,6 +145,9 @@ async def load_demo(session: AsyncSession, passwords: PasswordHasher) -> DemoRes
     await place(DEMO_MENUS, None)
     for name, menu_ids in grants.items():
         await roles.set_menus(role_ids[name], menu_ids)
+    for name, permissions in DEMO_PERMISSIONS.items():
+        held = await roles.permissions(role_ids[name])
+        await roles.set_permissions(role_ids[name], held | permissions)
 
     users = UserRepository(session)
     created: dict[str, str] = {}

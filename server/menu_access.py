@@ -1,4 +1,5 @@
-"""Who sees which menus: the per-role-set menu tree, cached and invalidated on every change."""
+"""Who sees and may do what: per role set, the visible menu tree and the permissions held,
+cached and invalidated on every menu, role or grant change."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from repositories.menus import MenuNode, MenuRepository, link_tree
 from repositories.roles import RoleRepository
 from schemas.menu import MenuTreeNode
 from server.invalidation import Event
+from server.permissions import LOGIN, PUBLIC
 from server.principal import Principal
 
 ANONYMOUS_ROLE = "anonymous"
@@ -49,27 +51,30 @@ TREE_JSON = TypeAdapter(list[MenuTreeNode])
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What one role set may see and open: the visible tree (also as JSON, encoded once per
-    cache fill rather than on every request) and the granted menu urls."""
+    """What one role set may see and do: the visible tree (also as JSON, encoded once per
+    cache fill rather than on every request) and the permissions held."""
 
     tree: list[MenuNode]
-    urls: frozenset[str] | None
-    """Urls of granted menus (hidden ones included); None means everything (a superuser)."""
+    permissions: frozenset[str] | None
+    """The permission codes held; None means every one (a superuser)."""
     tree_json: bytes = b"[]"
 
     @classmethod
-    def of(cls, tree: list[MenuNode], urls: frozenset[str] | None) -> Access:
+    def of(cls, tree: list[MenuNode], permissions: frozenset[str] | None) -> Access:
         """An Access with its tree encoded as ``MenuTreeNode`` JSON."""
         encoded = TREE_JSON.dump_json(TREE_JSON.validate_python(tree, from_attributes=True))
-        return cls(tree=tree, urls=urls, tree_json=encoded)
+        return cls(tree=tree, permissions=permissions, tree_json=encoded)
 
-    def allows(self, url: str) -> bool:
-        """True when the menu with ``url`` is granted (deny by default)."""
-        return self.urls is None or url in self.urls
+    def permits(self, need: str) -> bool:
+        """True when ``need`` (a permission code, or ``PUBLIC``/``LOGIN``) is met by a caller
+        with this access (deny by default: an unknown code is held by superusers only)."""
+        if need in (PUBLIC, LOGIN) or self.permissions is None:
+            return True
+        return need in self.permissions
 
 
 class MenuAccess:
-    """The menus each set of roles may see and open, cached per role set.
+    """The menus each set of roles may see and the permissions it holds, cached per role set.
 
     ``invalidate()`` drops every cached entry; it runs after any menu, role or grant change,
     and (with Redis) when another process announces one.
@@ -98,9 +103,11 @@ class MenuAccess:
         """The tree ``principal`` sees: all for a superuser, anonymous grants for None."""
         return (await self.access_for(principal)).tree
 
-    async def allows(self, principal: Principal | None, url: str) -> bool:
-        """True when ``principal`` may open the pages of the menu with ``url``."""
-        return (await self.access_for(principal)).allows(url)
+    async def permits(self, principal: Principal | None, need: str) -> bool:
+        """True when ``principal`` meets ``need`` (visitors meet only ``PUBLIC``)."""
+        if principal is None:
+            return need == PUBLIC
+        return (await self.access_for(principal)).permits(need)
 
     async def access_for(self, principal: Principal | None) -> Access:
         """The cached Access of ``principal``'s role set, built on a miss."""
@@ -123,15 +130,24 @@ class MenuAccess:
 
 
 async def build_access(session: AsyncSession, principal: Principal | None) -> Access:
-    """Read the menus and the principal's grants (two queries) and build its Access in O(n)."""
+    """Read the menus, the principal's menu grants and permissions (three queries) and build its
+    Access in O(n). A granted menu that names a permission the roles do not grant is not shown:
+    nobody sees a link to a page that would answer 403. Visitors hold no permission."""
     menus = await MenuRepository(session).list_nodes()
     if principal is not None and principal.is_superuser:
         return Access.of(granted_tree(menus, None), None)
+    roles = RoleRepository(session)
     if principal is None:
-        anonymous = await RoleRepository(session).get_by_name(ANONYMOUS_ROLE)
+        anonymous = await roles.get_by_name(ANONYMOUS_ROLE)
         role_ids: Iterable[int] = () if anonymous is None else (anonymous.id,)
+        permissions: frozenset[str] = frozenset()
     else:
         role_ids = principal.role_ids
+        permissions = frozenset(await roles.permissions_granted_to_roles(role_ids))
     granted = await MenuRepository(session).ids_granted_to_roles(role_ids)
-    urls = frozenset(menu.url for menu in menus if menu.id in granted and menu.url)
-    return Access.of(granted_tree(menus, granted), urls)
+    usable = {
+        menu.id
+        for menu in menus
+        if menu.id in granted and (menu.permission is None or menu.permission in permissions)
+    }
+    return Access.of(granted_tree(menus, usable), permissions)

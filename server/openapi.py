@@ -3,7 +3,9 @@
 A JSON handler documents itself with an ``operations`` class attribute mapping each HTTP method
 to an ``Operation`` (summary, request model, response model, the error statuses it can answer).
 ``build_openapi`` walks the application's routes, turns each path regex into a templated path
-and collects every model into ``components.schemas``.
+and collects every model into ``components.schemas``. Who may call an operation is not written
+here: it is read from the route's requirement (``server.permissions``), the one declaration
+``prepare`` enforces, as ``security`` and ``x-permission``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from tornado.routing import PathMatches, Rule
 
 from schemas.common import ErrorEnvelope
+from server.permissions import LOGIN, PUBLIC, rule_requirement
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 PATH_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<pattern>[^)]*)\)")
@@ -33,7 +36,6 @@ class Operation:
     response: type[BaseModel]
     status: int = 200
     request: type[BaseModel] | None = None
-    auth: Literal["none", "bearer", "optional"] = "none"
     errors: tuple[int, ...] = ()
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -59,15 +61,19 @@ def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
 
 def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route whose handler declares ``operations``."""
-    documented: list[tuple[str, list[dict[str, Any]], str, Operation]] = []
+    documented: list[tuple[str, list[dict[str, Any]], str, Operation, str]] = []
     models: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorEnvelope, "serialization")}
     for rule in rules:
         operations: dict[str, Operation] | None = getattr(rule.target, "operations", None)
         if not operations or not isinstance(rule.matcher, PathMatches):
             continue
         path, parameters = openapi_path(rule.matcher.regex.pattern)
+        requirement = rule_requirement(rule)
+        if requirement is None:
+            raise ValueError(f"{path} declares no requirement: declare it with route(need=...)")
         for method, operation in operations.items():
-            documented.append((path, parameters, method.lower(), operation))
+            need = requirement.for_method(method)
+            documented.append((path, parameters, method.lower(), operation, need))
             models.add((operation.response, "serialization"))
             if operation.request is not None:
                 models.add((operation.request, "validation"))
@@ -75,8 +81,8 @@ def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[st
         sorted(models, key=lambda item: (item[0].__name__, item[1])), ref_template=REF_TEMPLATE
     )
     paths: dict[str, dict[str, Any]] = {}
-    for path, parameters, method, operation in documented:
-        document = _operation(operation, parameters, keyed)
+    for path, parameters, method, operation, need in documented:
+        document = _operation(operation, parameters, keyed, need)
         document["operationId"] = _operation_id(method, path)
         paths.setdefault(path, {})[method] = document
     return {
@@ -94,12 +100,15 @@ def _operation(
     operation: Operation,
     parameters: list[dict[str, Any]],
     keyed: Mapping[tuple[Any, JsonSchemaMode], Any],
+    need: str,
 ) -> dict[str, Any]:
     error_ref = keyed[(ErrorEnvelope, "serialization")]
     statuses = set(operation.errors)
     if operation.request is not None:
         statuses.update(BODY_ERRORS)
     statuses.add(401)  # a bad or expired bearer token is refused on every operation
+    if need not in (PUBLIC, LOGIN):
+        statuses.add(403)
     if parameters:
         statuses.add(404)
     statuses.add(503)
@@ -120,8 +129,13 @@ def _operation(
         "summary": operation.summary,
         "responses": responses,
     }
-    if operation.description:
-        document["description"] = operation.description
+    description = operation.description
+    if need not in (PUBLIC, LOGIN):
+        needs = f"Needs the permission `{need}` (403 `permission_required` without it)."
+        description = f"{description}\n\n{needs}" if description else needs
+        document["x-permission"] = need
+    if description:
+        document["description"] = description
     if operation.tags:
         document["tags"] = list(operation.tags)
     if parameters:
@@ -131,10 +145,8 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": keyed[(operation.request, "validation")]}},
         }
-    if operation.auth == "bearer":
+    if need != PUBLIC:
         document["security"] = [{"bearer": []}]
-    elif operation.auth == "optional":
-        document["security"] = [{"bearer": []}, {}]
     return document
 
 

@@ -1,10 +1,10 @@
 """The menu, role and user administration JSON API (``/api/menus``, ``/api/roles``,
-``/api/users``) and the caller's own menu tree (``/user/me/menus``).
+``/api/users``, ``/api/permissions``) and the caller's own menu tree (``/user/me/menus``).
 
-Each admin handler is guarded by the menu whose url it declares in ``menu_url`` (a superuser, or
-anyone whose roles grant that menu, is an admin of it). The changes themselves go through
-``server.admin.Admin``, which audits them, enforces the last-superuser and own-admin-access rules
-and lists the cache invalidations to publish once the transaction has committed.
+``admin_api_routes`` declares the permission each route needs, per method; ``prepare`` enforces
+it. The changes themselves go through ``server.admin.Admin``, which audits them, enforces the
+grant ceiling, the last-superuser and own-admin-access rules, and lists the cache invalidations
+to publish once the transaction has committed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from tornado.routing import Rule
-from tornado.web import url
 
 from repositories.menus import MenuRepository
 from repositories.models import Role, User
@@ -39,12 +38,35 @@ from schemas.menu import (
     MenuTreeNode,
     MenuUpdate,
 )
-from schemas.role import RoleCreate, RoleList, RoleMenus, RoleRead, RoleResponse, RoleUpdate
+from schemas.permission import PermissionList, PermissionRead
+from schemas.role import (
+    RoleCreate,
+    RoleList,
+    RoleMenus,
+    RolePermissions,
+    RoleRead,
+    RoleResponse,
+    RoleUpdate,
+)
 from schemas.user import UserRead
 from server.admin import Admin
 from server.errors import ApiError
 from server.handlers.base import ApiHandler
 from server.openapi import Operation
+from server.permissions import (
+    LOGIN,
+    MENUS_CHANGE,
+    MENUS_VIEW,
+    PERMISSIONS,
+    ROLES_CHANGE,
+    ROLES_VIEW,
+    SESSIONS_REVOKE,
+    USERS_ASSIGN,
+    USERS_CHANGE,
+    USERS_VIEW,
+    requires,
+    route,
+)
 from server.principal import Principal
 
 QueryT = TypeVar("QueryT", bound=BaseModel)
@@ -100,7 +122,7 @@ class AdminApiHandler(ApiHandler):
 
     def actor(self) -> Principal:
         """The caller (``prepare`` already refused anonymous callers of admin handlers)."""
-        return self.require_login().principal
+        return self.current_login().principal
 
     def admin(self) -> Admin:
         """The administrative rules, acting as the caller inside this request's transaction."""
@@ -120,12 +142,23 @@ class AdminApiHandler(ApiHandler):
             raise ApiError(422, "validation_error", "the query string is invalid", errors=repeated)
         return self.validate(schema, data)
 
-    async def role_read(self, role: Role, menu_ids: Iterable[int] | None = None) -> RoleRead:
-        """``role`` with the ids of the menus it grants (read when not given)."""
+    async def role_read(
+        self,
+        role: Role,
+        menu_ids: Iterable[int] | None = None,
+        permissions: Iterable[str] | None = None,
+    ) -> RoleRead:
+        """``role`` with the menus and permissions it grants (read when not given)."""
         if menu_ids is None:
             menu_ids = await RoleRepository(self.db).menu_ids(role.id)
+        if permissions is None:
+            permissions = await RoleRepository(self.db).permissions(role.id)
         return RoleRead(
-            id=role.id, name=role.name, description=role.description, menu_ids=sorted(menu_ids)
+            id=role.id,
+            name=role.name,
+            description=role.description,
+            menu_ids=sorted(menu_ids),
+            permissions=sorted(permissions),
         )
 
     async def user_read(self, user: User, role_ids: Iterable[int] | None = None) -> UserAdminRead:
@@ -143,13 +176,11 @@ class AdminApiHandler(ApiHandler):
 class MenusHandler(AdminApiHandler):
     """``/api/menus``: the whole menu tree (or a flat list), and new menus."""
 
-    menu_url = "/admin/menus"
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "Every menu as a tree (hidden ones included)",
             MenuTree,
-            auth="bearer",
             errors=(400, 403, 422),
             description="`?flat=1` (or `true`) answers a flat `MenuList` instead of the tree; "
             "`flat` accepts only `0`, `1`, `true` and `false`.",
@@ -160,7 +191,6 @@ class MenusHandler(AdminApiHandler):
             MenuResponse,
             status=201,
             request=MenuCreate,
-            auth="bearer",
             errors=(403, 404, 409),
             description="404 when parent_id does not exist; 409 when the title is taken under "
             "that parent or the url by any menu.",
@@ -191,15 +221,13 @@ class MenusHandler(AdminApiHandler):
 class MenuHandler(AdminApiHandler):
     """``/api/menus/{id}``: read, change or delete one menu."""
 
-    menu_url = "/admin/menus"
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("One menu", MenuResponse, auth="bearer", errors=(403,), tags=("menus",)),
+        "GET": Operation("One menu", MenuResponse, errors=(403,), tags=("menus",)),
         "PATCH": Operation(
             "Change any of title, url, note, parent_id, sort, visible",
             MenuResponse,
             request=MenuUpdate,
-            auth="bearer",
             errors=(403, 409),
             description="Only the fields given change; `parent_id: null` makes the menu a root. "
             "409 for a move into its own subtree, a title taken under the parent, a url taken, "
@@ -209,7 +237,6 @@ class MenuHandler(AdminApiHandler):
         "DELETE": Operation(
             "Delete a menu and its grants",
             MenuDeleted,
-            auth="bearer",
             errors=(400, 403, 409, 422),
             description="A menu with children is refused (409) unless `?cascade=1` (or `true`), "
             "which deletes the whole subtree; `cascade` accepts only `0`, `1`, `true`, `false`.",
@@ -245,13 +272,11 @@ class MenuHandler(AdminApiHandler):
 class RolesHandler(AdminApiHandler):
     """``/api/roles``: every role with its menus, and new roles."""
 
-    menu_url = "/admin/roles"
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "Every role with the menus it grants",
             RoleList,
-            auth="bearer",
             errors=(403,),
             tags=("roles",),
         ),
@@ -260,7 +285,6 @@ class RolesHandler(AdminApiHandler):
             RoleResponse,
             status=201,
             request=RoleCreate,
-            auth="bearer",
             errors=(403, 409),
             tags=("roles",),
         ),
@@ -271,7 +295,11 @@ class RolesHandler(AdminApiHandler):
         roles = RoleRepository(self.db)
         listed = await roles.list()
         grants = await roles.menu_ids_by_role(role.id for role in listed)
-        items = [await self.role_read(role, grants.get(role.id, ())) for role in listed]
+        permissions = await roles.permissions_by_role(role.id for role in listed)
+        items = [
+            await self.role_read(role, grants.get(role.id, ()), permissions.get(role.id, ()))
+            for role in listed
+        ]
         await self.respond(RoleList(items=items, count=len(items)))
 
     async def post(self) -> None:
@@ -280,19 +308,17 @@ class RolesHandler(AdminApiHandler):
         admin = self.admin()
         role = await admin.create_role(body.name, body.description)
         self.publish_after_commit(*admin.events)
-        await self.respond(RoleResponse(role=await self.role_read(role, ())), status=201)
+        await self.respond(RoleResponse(role=await self.role_read(role, (), ())), status=201)
 
 
 class RoleHandler(AdminApiHandler):
     """``/api/roles/{id}``: read, rename or delete one role."""
 
-    menu_url = "/admin/roles"
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "One role with the menus it grants",
             RoleResponse,
-            auth="bearer",
             errors=(403,),
             tags=("roles",),
         ),
@@ -300,14 +326,12 @@ class RoleHandler(AdminApiHandler):
             "Rename or describe a role",
             RoleResponse,
             request=RoleUpdate,
-            auth="bearer",
             errors=(403, 409),
             tags=("roles",),
         ),
         "DELETE": Operation(
             "Delete a role; its holders lose its grants",
             Success,
-            auth="bearer",
             errors=(403, 409),
             description="409 when it would take away your own admin access.",
             tags=("roles",),
@@ -338,14 +362,12 @@ class RoleHandler(AdminApiHandler):
 class RoleMenusHandler(AdminApiHandler):
     """``/api/roles/{id}/menus``: replace the menus a role grants."""
 
-    menu_url = "/admin/roles"
 
     operations: ClassVar[dict[str, Operation]] = {
         "PUT": Operation(
             "Replace the menus a role grants",
             RoleResponse,
             request=RoleMenus,
-            auth="bearer",
             errors=(403, 409),
             description="404 when the role or any of the menus does not exist; 409 when it "
             "would take away your own admin access.",
@@ -363,19 +385,59 @@ class RoleMenusHandler(AdminApiHandler):
         await self.respond(RoleResponse(role=await self.role_read(role, granted)))
 
 
+class RolePermissionsHandler(AdminApiHandler):
+    """``/api/roles/{id}/permissions``: replace the permissions a role grants."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "PUT": Operation(
+            "Replace the permissions a role grants",
+            RoleResponse,
+            request=RolePermissions,
+            errors=(403, 409),
+            description="Only permissions you hold yourself, on a role whose every grant you "
+            "hold (403 `grant_ceiling`, unless you are a superuser); 422 for an unknown code; "
+            "409 when it would take away your own administration permissions.",
+            tags=("roles",),
+        )
+    }
+
+    async def put(self, role_id: str) -> None:
+        """Grant exactly ``permissions``."""
+        body = self.parse(RolePermissions)
+        admin = self.admin()
+        granted = await admin.set_role_permissions(int(role_id), body.permissions)
+        role = await RoleRepository(self.db).get(int(role_id))
+        self.publish_after_commit(*admin.events)
+        await self.respond(RoleResponse(role=await self.role_read(role, None, granted)))
+
+
+class PermissionsHandler(ApiHandler):
+    """``/api/permissions``: every permission a role can grant, with its meaning."""
+
+    operations: ClassVar[dict[str, Operation]] = {
+        "GET": Operation("Every permission and what it allows", PermissionList, tags=("roles",))
+    }
+
+    async def get(self) -> None:
+        """The registry, in its order."""
+        items = [
+            PermissionRead(code=item.code, meaning=item.meaning, meaning_zh=item.meaning_zh)
+            for item in PERMISSIONS.values()
+        ]
+        await self.respond(PermissionList(items=items, count=len(items)))
+
+
 # -- users -----------------------------------------------------------------------------------
 
 
 class UsersHandler(AdminApiHandler):
     """``/api/users``: a page of users, optionally those whose name contains ``q``."""
 
-    menu_url = "/admin/users"
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "A page of users with their role ids",
             UserPage,
-            auth="bearer",
             errors=(400, 403, 422),
             description=f"`?offset=0&limit=50` (limit 1 to {MAX_PAGE}); `?q=` keeps the users "
             "whose name contains it. Bad values are 422 naming the parameter.",
@@ -397,13 +459,11 @@ class UsersHandler(AdminApiHandler):
 class UserAdminHandler(AdminApiHandler):
     """``/api/users/{id}``: read a user; activate, deactivate, promote or demote them."""
 
-    menu_url = "/admin/users"
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "One user with their role ids",
             UserAdminResponse,
-            auth="bearer",
             errors=(403,),
             tags=("users",),
         ),
@@ -411,7 +471,6 @@ class UserAdminHandler(AdminApiHandler):
             "Activate, deactivate, promote or demote a user",
             UserAdminResponse,
             request=UserStatusUpdate,
-            auth="bearer",
             errors=(403, 409),
             description="Deactivation revokes every token of the user. Only a superuser may "
             "change superuser status or change a superuser (403). 409 for the last active "
@@ -437,14 +496,12 @@ class UserAdminHandler(AdminApiHandler):
 class UserRolesHandler(AdminApiHandler):
     """``/api/users/{id}/roles``: replace a user's roles."""
 
-    menu_url = "/admin/users"
 
     operations: ClassVar[dict[str, Operation]] = {
         "PUT": Operation(
             "Replace the roles a user holds",
             UserAdminResponse,
             request=UserRoles,
-            auth="bearer",
             errors=(403, 409),
             description="404 when the user or any of the roles does not exist; 409 when it "
             "would take away your own admin access.",
@@ -465,13 +522,11 @@ class UserRolesHandler(AdminApiHandler):
 class UserSessionsAdminHandler(AdminApiHandler):
     """``/api/users/{id}/sessions``: log a user out everywhere."""
 
-    menu_url = "/admin/users"
 
     operations: ClassVar[dict[str, Operation]] = {
         "DELETE": Operation(
             "Revoke every token of a user",
             SessionsRevoked,
-            auth="bearer",
             errors=(403,),
             tags=("users",),
         )
@@ -493,33 +548,84 @@ class MyMenusHandler(ApiHandler):
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "The current user's menu tree", MenuTree, auth="bearer", tags=("user", "menus")
+            "The current user's menu tree", MenuTree, tags=("user", "menus")
         )
     }
 
     async def get(self) -> None:
         """The visible tree of the caller's grants; everything for a superuser."""
-        login = self.require_login()
+        login = self.current_login()
         tree = await self.services.menus.tree_json_for(login.principal)
         await self.respond_json(b'{"msg":"success","menus":%s}' % tree)  # MenuTree, pre-encoded
 
 
 def admin_api_routes(deps: dict[str, Any]) -> list[Rule]:
-    """The routes of this module."""
+    """The routes of this module, each with the permission it needs."""
     return [
-        url(r"/api/menus", MenusHandler, deps, name="api-menus"),
-        url(rf"/api/menus/{MENU_ID}", MenuHandler, deps, name="api-menu"),
-        url(r"/api/roles", RolesHandler, deps, name="api-roles"),
-        url(rf"/api/roles/{ROLE_ID}", RoleHandler, deps, name="api-role"),
-        url(rf"/api/roles/{ROLE_ID}/menus", RoleMenusHandler, deps, name="api-role-menus"),
-        url(r"/api/users", UsersHandler, deps, name="api-users"),
-        url(rf"/api/users/{USER_ID}", UserAdminHandler, deps, name="api-user"),
-        url(rf"/api/users/{USER_ID}/roles", UserRolesHandler, deps, name="api-user-roles"),
-        url(
+        route(
+            r"/api/menus",
+            MenusHandler,
+            deps,
+            name="api-menus",
+            need=requires(MENUS_VIEW, POST=MENUS_CHANGE),
+        ),
+        route(
+            rf"/api/menus/{MENU_ID}",
+            MenuHandler,
+            deps,
+            name="api-menu",
+            need=requires(MENUS_VIEW, PATCH=MENUS_CHANGE, DELETE=MENUS_CHANGE),
+        ),
+        route(
+            r"/api/roles",
+            RolesHandler,
+            deps,
+            name="api-roles",
+            need=requires(ROLES_VIEW, POST=ROLES_CHANGE),
+        ),
+        route(
+            rf"/api/roles/{ROLE_ID}",
+            RoleHandler,
+            deps,
+            name="api-role",
+            need=requires(ROLES_VIEW, PATCH=ROLES_CHANGE, DELETE=ROLES_CHANGE),
+        ),
+        route(
+            rf"/api/roles/{ROLE_ID}/menus",
+            RoleMenusHandler,
+            deps,
+            name="api-role-menus",
+            need=ROLES_CHANGE,
+        ),
+        route(
+            rf"/api/roles/{ROLE_ID}/permissions",
+            RolePermissionsHandler,
+            deps,
+            name="api-role-permissions",
+            need=ROLES_CHANGE,
+        ),
+        route(r"/api/permissions", PermissionsHandler, deps, name="api-permissions", need=LOGIN),
+        route(r"/api/users", UsersHandler, deps, name="api-users", need=USERS_VIEW),
+        route(
+            rf"/api/users/{USER_ID}",
+            UserAdminHandler,
+            deps,
+            name="api-user",
+            need=requires(USERS_VIEW, PATCH=USERS_CHANGE),
+        ),
+        route(
+            rf"/api/users/{USER_ID}/roles",
+            UserRolesHandler,
+            deps,
+            name="api-user-roles",
+            need=USERS_ASSIGN,
+        ),
+        route(
             rf"/api/users/{USER_ID}/sessions",
             UserSessionsAdminHandler,
             deps,
             name="api-user-sessions",
+            need=SESSIONS_REVOKE,
         ),
-        url(r"/user/me/menus", MyMenusHandler, deps, name="user-me-menus"),
+        route(r"/user/me/menus", MyMenusHandler, deps, name="user-me-menus", need=LOGIN),
     ]

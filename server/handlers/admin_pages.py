@@ -1,7 +1,7 @@
 """The admin pages: the menu tree editor, roles with a menu checklist, users with their roles.
 
-Each page is guarded by its own menu (``menu_url``): a visitor is sent to the login form, a user
-without the menu gets the 403 page. Every change is a plain HTML form (XSRF-protected, usable
+``admin_page_routes`` declares the permission each page and action needs: a visitor is sent to
+the login form, a user without it gets the 403 page. Every change is a plain HTML form (XSRF-protected, usable
 without JavaScript) posted to an action route; the action goes through ``server.admin.Admin``
 (audited, the actor's own admin access kept) and answers post/redirect/get: a 302 back to its
 page with a flash message saying what changed, or why nothing did (the Conflict or NotFound
@@ -17,10 +17,11 @@ URLs (``{id}`` is the row's numeric id; every route but the three pages is POST 
     POST /admin/menus/{id}/move        parent_id ("" = top level); it goes last there
     POST /admin/menus/{id}/reorder     direction=up|down: trade places with that sibling
     POST /admin/menus/{id}/delete      cascade=1 also deletes its subtree
-    GET  /admin/roles                  every role with its menu checklist
+    GET  /admin/roles                  every role with its menu and permission checklists
     POST /admin/roles/create           name, description
     POST /admin/roles/{id}/update      name, description
     POST /admin/roles/{id}/menus       menu_id, repeated: the role's complete menu set
+    POST /admin/roles/{id}/permissions permission, repeated: the role's complete permission set
     POST /admin/roles/{id}/delete
     GET  /admin/users?q=&page=         a page of users, filtered by a name substring
     POST /admin/users/{id}/status      is_active and/or is_superuser, each "true" or "false"
@@ -40,7 +41,6 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ValidationError
 from tornado.routing import Rule
-from tornado.web import url
 
 from repositories.errors import DomainError
 from repositories.menus import MenuNode, MenuRepository
@@ -49,9 +49,21 @@ from repositories.roles import RoleRepository
 from repositories.users import UserRepository
 from schemas.admin_user import UserRoles, UserStatusUpdate
 from schemas.menu import MenuCreate, MenuUpdate
-from schemas.role import RoleCreate, RoleMenus, RoleUpdate
-from server.admin import Admin
+from schemas.role import RoleCreate, RoleMenus, RolePermissions, RoleUpdate
+from server.admin import Admin, Refused
 from server.handlers.base import PageHandler, validation_items
+from server.permissions import (
+    MENUS_CHANGE,
+    MENUS_VIEW,
+    ROLES_CHANGE,
+    ROLES_VIEW,
+    PERMISSIONS,
+    SESSIONS_REVOKE,
+    USERS_ASSIGN,
+    USERS_CHANGE,
+    USERS_VIEW,
+    route,
+)
 from server.principal import Principal
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -83,6 +95,7 @@ class RoleRow:
     name: str
     description: str | None
     menu_ids: frozenset[int] = frozenset()
+    permissions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +187,10 @@ class AdminPageHandler(PageHandler):
         admin = Admin(self.db, self.actor, client_ip=self.request.remote_ip)
         try:
             message = await change(admin)
+        except Refused as refused:
+            await self.db.rollback()
+            await admin.record_refusal(refused)  # committed with the redirect
+            self.flash(str(refused), level="error")
         except (DomainError, FormError) as error:
             await self.db.rollback()
             self.flash(str(error), level="error")
@@ -203,12 +220,16 @@ class MenusPageHandler(AdminPageHandler):
     """``GET /admin/menus``: the whole tree, every node with its edit, move, order and delete
     forms, and a form to create a menu."""
 
-    menu_url = MENUS_URL
 
     async def get(self) -> None:
         """Render ``admin/menus.html``."""
         tree = await MenuRepository(self.db).get_tree()
-        await self.render_page("admin/menus.html", tree=tree, options=menu_options(tree))
+        await self.render_page(
+            "admin/menus.html",
+            tree=tree,
+            options=menu_options(tree),
+            permissions=list(PERMISSIONS.values()),
+        )
 
 
 FORM_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
@@ -218,7 +239,6 @@ FORM_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False
 class MenuCreateHandler(AdminPageHandler):
     """``POST /admin/menus/create``: a new menu, last among its siblings."""
 
-    menu_url = MENUS_URL
     back_url = MENUS_URL
 
     async def post(self) -> None:
@@ -235,6 +255,7 @@ class MenuCreateHandler(AdminPageHandler):
                 "note": self.optional("note"),
                 "parent_id": self.optional("parent_id"),
                 "visible": self.checked("visible"),
+                "permission": self.optional("permission"),
             },
         )
         fields = form.model_dump()
@@ -246,7 +267,6 @@ class MenuCreateHandler(AdminPageHandler):
 class MenuActionHandler(AdminPageHandler):
     """``POST /admin/menus/{id}/(update|move|reorder|delete)``: change one menu."""
 
-    menu_url = MENUS_URL
     back_url = MENUS_URL
 
     async def post(self, item_id: str, action: str) -> None:
@@ -270,6 +290,7 @@ class MenuActionHandler(AdminPageHandler):
                 "url": self.optional("url"),
                 "note": self.optional("note"),
                 "visible": self.checked("visible"),
+                "permission": self.optional("permission"),
             },
         )
         menu = await admin.menus.get(menu_id)
@@ -342,25 +363,35 @@ class RolesPageHandler(AdminPageHandler):
     """``GET /admin/roles``: every role with its edit and delete forms and its menu checklist
     (every menu, indented by depth), and a form to create a role."""
 
-    menu_url = ROLES_URL
 
     async def get(self) -> None:
         """Render ``admin/roles.html``."""
         roles = RoleRepository(self.db)
         listed = await roles.list()
         grants = await roles.menu_ids_by_role(role.id for role in listed)
+        permissions = await roles.permissions_by_role(role.id for role in listed)
         rows = [
-            RoleRow(role.id, role.name, role.description, frozenset(grants.get(role.id, ())))
+            RoleRow(
+                role.id,
+                role.name,
+                role.description,
+                frozenset(grants.get(role.id, ())),
+                frozenset(permissions.get(role.id, ())),
+            )
             for role in listed
         ]
         tree = await MenuRepository(self.db).get_tree()
-        await self.render_page("admin/roles.html", roles=rows, options=menu_options(tree))
+        await self.render_page(
+            "admin/roles.html",
+            roles=rows,
+            options=menu_options(tree),
+            permissions=list(PERMISSIONS.values()),
+        )
 
 
 class RoleCreateHandler(AdminPageHandler):
     """``POST /admin/roles/create``: a new role that grants nothing yet."""
 
-    menu_url = ROLES_URL
     back_url = ROLES_URL
 
     async def post(self) -> None:
@@ -379,13 +410,17 @@ class RoleCreateHandler(AdminPageHandler):
 class RoleActionHandler(AdminPageHandler):
     """``POST /admin/roles/{id}/(update|menus|delete)``: change one role."""
 
-    menu_url = ROLES_URL
     back_url = ROLES_URL
 
     async def post(self, item_id: str, action: str) -> None:
         """Apply ``action`` to the role and return to the roles page."""
         role_id = int(item_id)
-        actions = {"update": self.update, "menus": self.set_menus, "delete": self.delete_role}
+        actions = {
+            "update": self.update,
+            "menus": self.set_menus,
+            "permissions": self.set_permissions,
+            "delete": self.delete_role,
+        }
         perform = actions[action]
         await self.apply(lambda admin: perform(admin, role_id))
 
@@ -408,6 +443,15 @@ class RoleActionHandler(AdminPageHandler):
         granted = await admin.set_role_menus(role_id, form.menu_ids)
         return f"角色{quoted(role.name)}现在授予 {len(granted)} 个菜单"
 
+    async def set_permissions(self, admin: Admin, role_id: int) -> str:
+        """Replace the role's permissions with the checked ones."""
+        form = validate_form(
+            RolePermissions, {"permissions": self.get_body_arguments("permission")}
+        )
+        role = await admin.roles.get(role_id)
+        granted = await admin.set_role_permissions(role_id, form.permissions)
+        return f"角色{quoted(role.name)}现在授予 {len(granted)} 项权限"
+
     async def delete_role(self, admin: Admin, role_id: int) -> str:
         """Delete the role; its holders lose its grants."""
         role = await admin.roles.get(role_id)
@@ -428,7 +472,6 @@ def users_page_url(q: str, page: int) -> str:
 class UsersPageHandler(AdminPageHandler):
     """``GET /admin/users?q=&page=``: a page of users with their status and role forms."""
 
-    menu_url = USERS_URL
 
     async def get(self) -> None:
         """Render ``admin/users.html``."""
@@ -474,7 +517,6 @@ class UsersPageHandler(AdminPageHandler):
 class UserActionHandler(AdminPageHandler):
     """``POST /admin/users/{id}/(status|roles|revoke)``: change one user."""
 
-    menu_url = USERS_URL
 
     async def post(self, item_id: str, action: str) -> None:
         """Apply ``action`` to the user and return to the listing the form came from."""
@@ -523,29 +565,59 @@ class UserActionHandler(AdminPageHandler):
 
 
 def admin_page_routes(deps: dict[str, Any]) -> list[Rule]:
-    """The routes of this module (the URL design is in the module docstring)."""
+    """The routes of this module (the URL design is in the module docstring), each with the
+    permission it needs."""
     return [
-        url(MENUS_URL, MenusPageHandler, deps, name="admin-menus"),
-        url(rf"{MENUS_URL}/create", MenuCreateHandler, deps, name="admin-menu-create"),
-        url(
+        route(MENUS_URL, MenusPageHandler, deps, name="admin-menus", need=MENUS_VIEW),
+        route(
+            rf"{MENUS_URL}/create",
+            MenuCreateHandler,
+            deps,
+            name="admin-menu-create",
+            need=MENUS_CHANGE,
+        ),
+        route(
             rf"{MENUS_URL}/{ID}/(?P<action>update|move|reorder|delete)",
             MenuActionHandler,
             deps,
             name="admin-menu-action",
+            need=MENUS_CHANGE,
         ),
-        url(ROLES_URL, RolesPageHandler, deps, name="admin-roles"),
-        url(rf"{ROLES_URL}/create", RoleCreateHandler, deps, name="admin-role-create"),
-        url(
-            rf"{ROLES_URL}/{ID}/(?P<action>update|menus|delete)",
+        route(ROLES_URL, RolesPageHandler, deps, name="admin-roles", need=ROLES_VIEW),
+        route(
+            rf"{ROLES_URL}/create",
+            RoleCreateHandler,
+            deps,
+            name="admin-role-create",
+            need=ROLES_CHANGE,
+        ),
+        route(
+            rf"{ROLES_URL}/{ID}/(?P<action>update|menus|permissions|delete)",
             RoleActionHandler,
             deps,
             name="admin-role-action",
+            need=ROLES_CHANGE,
         ),
-        url(USERS_URL, UsersPageHandler, deps, name="admin-users"),
-        url(
-            rf"{USERS_URL}/{ID}/(?P<action>status|roles|revoke)",
+        route(USERS_URL, UsersPageHandler, deps, name="admin-users", need=USERS_VIEW),
+        route(
+            rf"{USERS_URL}/{ID}/(?P<action>status)",
             UserActionHandler,
             deps,
-            name="admin-user-action",
+            name="admin-user-status",
+            need=USERS_CHANGE,
+        ),
+        route(
+            rf"{USERS_URL}/{ID}/(?P<action>roles)",
+            UserActionHandler,
+            deps,
+            name="admin-user-roles",
+            need=USERS_ASSIGN,
+        ),
+        route(
+            rf"{USERS_URL}/{ID}/(?P<action>revoke)",
+            UserActionHandler,
+            deps,
+            name="admin-user-revoke",
+            need=SESSIONS_REVOKE,
         ),
     ]

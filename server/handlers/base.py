@@ -4,7 +4,8 @@ Every request gets:
 - an ``X-Request-Id`` (the client's, when it is a sane token, or a fresh one);
 - one database session and transaction, committed before a successful response is sent and
   rolled back on any error, so a client is never told "success" for a change that was lost;
-- its principal resolved asynchronously in ``prepare``;
+- its principal resolved asynchronously in ``prepare``, then the route's requirement enforced
+  (``server.permissions``: declared once in the route table, never repeated in a handler);
 - one error shape: the JSON envelope ``{"msg", "code", "errors"}`` or the HTML error page.
 """
 
@@ -25,11 +26,13 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado.web import Finish, RequestHandler
 
+from repositories.audit import AuditRepository
 from repositories.menus import MenuNode
 from schemas.common import ErrorEnvelope, ErrorItem
 from server.errors import ApiError, classify
 from server.invalidation import Event
 from server.logins import Login, TokenExpired
+from server.permissions import LOGIN, PUBLIC, Requirement
 from server.principal import Principal
 from server.security.tokens import bearer_token
 from server.services import Services
@@ -55,21 +58,23 @@ class BaseHandler(RequestHandler):
     api: bool = True
     """True: errors are JSON envelopes. PageHandler sets False for HTML error pages."""
 
-    menu_url: str | None = None
-    """The menu whose url is the permission for this handler; None: open to everyone.
-    A caller without that menu gets 403 (deny by default); an anonymous one, a login prompt."""
-
     services: Services
+    need: Requirement
+    """What the route needs (``route(..., need=...)`` in the route table): ``PUBLIC``,
+    ``LOGIN`` or a permission code, per method. A caller without it gets 403; an anonymous one,
+    a login prompt."""
     current_user: Principal | None
     login: Login | None = None
     request_id: str
     _session: AsyncSession | None = None
     _finishing: asyncio.Future[None] | None = None
     _after_commit: list[Callable[[], Awaitable[None]]]
+    _refusal: tuple[str, str] | None = None
 
-    def initialize(self, services: Services) -> None:
-        """Receive the process's services (route kwargs)."""
+    def initialize(self, services: Services, need: Requirement) -> None:
+        """Receive the process's services and the route's requirement (route kwargs)."""
         self.services = services
+        self.need = need
         self._after_commit = []
 
     def set_default_headers(self) -> None:
@@ -81,11 +86,12 @@ class BaseHandler(RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
 
     async def prepare(self) -> None:
-        """Resolve the caller (``get_current_user`` cannot await), then check the handler's menu."""
+        """Resolve the caller (``get_current_user`` cannot await), then enforce the route's
+        requirement for this method."""
         self.current_user = await self.authenticate()
         # A CORS preflight never carries credentials; it only asks what is allowed.
-        if self.menu_url is not None and self.request.method != "OPTIONS":
-            await self.authorize(self.menu_url)
+        if self.request.method != "OPTIONS":
+            await self.authorize(self.need.for_method(self.request.method or "GET"))
 
     async def authenticate(self) -> Principal | None:
         """The principal of the browser session cookie, or None (an expired one is cleared)."""
@@ -125,12 +131,20 @@ class BaseHandler(RequestHandler):
             secure=self.request.protocol == "https",
         )
 
-    async def authorize(self, url: str) -> None:
-        """Let the request through only when the caller was granted the menu with ``url``."""
+    async def authorize(self, need: str) -> None:
+        """Let the request through only when the caller meets ``need``."""
+        if need == PUBLIC:
+            return
         if self.current_user is None:
             self.login_required()
-        if not await self.services.menus.allows(self.current_user, url):
-            raise ApiError(403, "forbidden", "your roles do not grant access to this page")
+        if need != LOGIN and not await self.permits(need):
+            raise ApiError(
+                403, "permission_required", f"your roles do not grant the permission {need}"
+            )
+
+    async def permits(self, need: str) -> bool:
+        """True when the caller meets ``need`` (to show or hide what a page offers)."""
+        return await self.services.menus.permits(self.current_user, need)
 
     def login_required(self) -> NoReturn:
         """Refuse an anonymous caller (401; pages redirect to the login form)."""
@@ -141,8 +155,9 @@ class BaseHandler(RequestHandler):
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    def require_login(self) -> Login:
-        """The current login, or the refusal of ``login_required``."""
+    def current_login(self) -> Login:
+        """The caller's login. Routes that call it declare ``LOGIN`` or a permission, so
+        ``prepare`` has already refused visitors; the refusal here is only a backstop."""
         if self.login is None:
             self.login_required()
         return self.login
@@ -225,6 +240,9 @@ class BaseHandler(RequestHandler):
     async def _settle_then_finish(self, chunk: str | bytes | dict[str, Any] | None) -> None:
         session, self._session = self._session, None
         succeeded = self.get_status() < 400
+        if not succeeded and self._refusal is not None and session is not None:
+            await session.rollback()
+            await self._audit_refusal(session, *self._refusal)
         hooks, self._after_commit = self._after_commit, []
         try:
             if session is not None:
@@ -247,6 +265,22 @@ class BaseHandler(RequestHandler):
                     log.exception("after-commit work failed")
         self._finishing = None
         await super().finish(chunk)
+
+    async def _audit_refusal(self, session: AsyncSession, action: str, detail: str) -> None:
+        """Record a refused change after its rollback, in a transaction of its own."""
+        self._refusal = None
+        actor = self.current_user
+        try:
+            await AuditRepository(session).add(
+                action,
+                user_id=actor.user_id if actor else None,
+                actor=actor.name if actor else None,
+                detail=detail,
+                client_ip=self.request.remote_ip,
+            )
+            await session.commit()
+        except Exception:
+            log.exception("could not audit a refused change")
 
     def on_finish(self) -> None:
         """Close a session that was never settled (the client went away mid-request)."""
@@ -275,6 +309,10 @@ class BaseHandler(RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Render the one error shape for this handler's flavour."""
         exc_info: ExcInfo | None = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        action, detail = getattr(error, "audit_action", None), getattr(error, "audit_detail", None)
+        if isinstance(action, str) and isinstance(detail, str):
+            self._refusal = (action, detail)  # audited after the rollback, see _settle_then_finish
         response = classify(exc_info[1] if exc_info else None, status_code)
         self.set_status(response.status)
         for name, value in response.headers.items():
@@ -313,10 +351,10 @@ class ApiHandler(BaseHandler):
     login: Login | None = None
     cors_allowed = False
 
-    def initialize(self, services: Services) -> None:
+    def initialize(self, services: Services, need: Requirement) -> None:
         """Receive the services, then add the CORS headers (the first ``set_default_headers``
         runs before ``initialize``)."""
-        super().initialize(services)
+        super().initialize(services, need)
         self.apply_cors()
 
     def set_default_headers(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.handlers.base import PageHandler
 from server.realtime.hub import DEFAULT_ROOM
 from server.realtime.limits import ROOM_PATTERN
+from server.permissions import Requirement
 from server.services import Services
 
 
@@ -14,14 +15,14 @@ class ChatPageHandler(PageHandler):
 
     title = "聊天室"
 
-    def initialize(self, services: Services, title: str = "聊天室") -> None:
-        """Receive the services and the page title (route kwargs)."""
-        super().initialize(services)
+    def initialize(self, services: Services, need: Requirement, title: str = "聊天室") -> None:
+        """Receive the services, the route's requirement and the page title (route kwargs)."""
+        super().initialize(services, need)
         self.title = title
 
     async def get(self) -> None:
         """Render ``chat/room.html``; the page's script opens ``/message``."""
-        login = self.require_login()
+        login = self.current_login()
         room = self.get_query_argument("room", DEFAULT_ROOM) or DEFAULT_ROOM
         if not ROOM_PATTERN.match(room):
             room = DEFAULT_ROOM

@@ -6,15 +6,18 @@ import json
 from typing import Any
 
 from server.handlers.base import ApiHandler, PageHandler
+from server.permissions import Requirement
 from server.services import Services
 
 
 class OpenApiHandler(ApiHandler):
     """``GET /openapi.json``: the OpenAPI 3.1 document generated at start-up."""
 
-    def initialize(self, services: Services, document: dict[str, Any]) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self, services: Services, need: Requirement, document: dict[str, Any]
+    ) -> None:
         """Receive the generated document."""
-        super().initialize(services)
+        super().initialize(services, need)
         self.document = document
 
     async def get(self) -> None:
@@ -26,9 +29,11 @@ class OpenApiHandler(ApiHandler):
 class DocsPageHandler(PageHandler):
     """``GET /docs``: every operation with its request and response schemas, server-rendered."""
 
-    def initialize(self, services: Services, document: dict[str, Any]) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self, services: Services, need: Requirement, document: dict[str, Any]
+    ) -> None:
         """Receive the generated document."""
-        super().initialize(services)
+        super().initialize(services, need)
         self.document = document
 
     async def get(self) -> None:

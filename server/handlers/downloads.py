@@ -61,7 +61,7 @@ class DownloadsApiHandler(ApiHandler):
 
     async def start(self, body: DownloadCreate) -> Download:
         """Start ``body``'s download for the logged-in caller, or refuse with a clear 4xx."""
-        login = self.require_login()
+        login = self.current_login()
         try:
             return await self.downloads.start(login.principal.user_id, body.url, body.filename)
         except DownloadError as error:
@@ -73,14 +73,13 @@ class DownloadsHandler(DownloadsApiHandler):
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "The caller's downloads, newest first", DownloadList, auth="bearer", tags=("downloads",)
+            "The caller's downloads, newest first", DownloadList, tags=("downloads",)
         ),
         "POST": Operation(
             "Start a download in the background",
             DownloadResponse,
             status=202,
             request=DownloadCreate,
-            auth="bearer",
             errors=REFUSALS,
             description="Answers at once with the download's id and a Location to poll.",
             tags=("downloads",),
@@ -89,13 +88,13 @@ class DownloadsHandler(DownloadsApiHandler):
 
     async def get(self) -> None:
         """List the caller's downloads."""
-        login = self.require_login()
+        login = self.current_login()
         items = [download_read(record) for record in self.downloads.list(login.principal.user_id)]
         await self.respond(DownloadList(items=items, count=len(items)))
 
     async def post(self) -> None:
         """Check the URL, start the download, answer 202 with its ``Location``."""
-        self.require_login()
+        self.current_login()
         body = self.parse(DownloadCreate)
         record = await self.start(body)
         self.set_header("Location", self.reverse_url("api-download", record.id))
@@ -109,7 +108,6 @@ class DownloadHandler(DownloadsApiHandler):
         "GET": Operation(
             "One of the caller's downloads",
             DownloadResponse,
-            auth="bearer",
             errors=(404,),
             tags=("downloads",),
         ),
@@ -117,7 +115,6 @@ class DownloadHandler(DownloadsApiHandler):
             "Cancel a download (its partial file is deleted) or forget a finished one",
             DownloadResponse,
             status=204,
-            auth="bearer",
             errors=(404,),
             tags=("downloads",),
         ),
@@ -125,13 +122,13 @@ class DownloadHandler(DownloadsApiHandler):
 
     async def get(self, download_id: str) -> None:
         """The download's state, bytes, total and error."""
-        login = self.require_login()
+        login = self.current_login()
         record = self.downloads.get(login.principal.user_id, download_id)
         await self.respond(DownloadResponse(**download_read(record).model_dump()))
 
     async def delete(self, download_id: str) -> None:
         """Cancel it; 204 once the partial file is gone."""
-        login = self.require_login()
+        login = self.current_login()
         await self.downloads.cancel(login.principal.user_id, download_id)
         self.set_status(204)
         await self.finish()
@@ -149,7 +146,6 @@ class SeedDownloadHandler(DownloadsApiHandler):
         "GET": Operation(
             "Download and wait until the file is saved (the seed's handler)",
             DownloadResponse,
-            auth="bearer",
             errors=(*REFUSALS, 409, 502, 504),
             description="Query arguments `url` and optional `filename`.",
             tags=("downloads",),
@@ -158,7 +154,7 @@ class SeedDownloadHandler(DownloadsApiHandler):
 
     async def get(self) -> None:
         """Start the download, wait for it, then answer the saved file or the failure."""
-        self.require_login()
+        self.current_login()
         self.check_xsrf_on_get()
         filename = self.get_query_argument("filename", None) or None
         body = self.validate(
@@ -190,7 +186,7 @@ class DownloadsPageHandler(PageHandler):
 
     async def get(self) -> None:
         """Render ``downloads.html`` for a logged-in user."""
-        self.require_login()
+        self.current_login()
         await self.render_page("downloads.html")
 
 

@@ -21,11 +21,11 @@ from server.errors import ApiError
 from server.handlers.base import ApiHandler, PageHandler
 from server.logins import Login
 from server.openapi import Operation
+from server.permissions import Requirement
 from server.services import Services
 
 MAX_LISTED = 200
 """``/api/orders`` and ``/orders`` show the newest this many orders (``count`` is the total)."""
-ORDER_LOOKUP_URL = "/admin/orders"
 """The staff's order lookup: its menu grants the page."""
 MAX_NAME_CHARS = 64
 """A longer ``?user=`` cannot be anybody's name; it is cut rather than sent to the database."""
@@ -96,14 +96,13 @@ class OrdersApiHandler(ApiHandler):
         "GET": Operation(
             f"The caller's orders, newest first (at most {MAX_LISTED})",
             OrderList,
-            auth="bearer",
             tags=("orders",),
         )
     }
 
     async def get(self) -> None:
         """List the caller's orders."""
-        await self.respond(await list_orders(self, self.require_login()))
+        await self.respond(await list_orders(self, self.current_login()))
 
 
 class OrdersPageHandler(PageHandler):
@@ -111,7 +110,7 @@ class OrdersPageHandler(PageHandler):
 
     async def get(self) -> None:
         """Render ``orders.html``."""
-        listed = await list_orders(self, self.require_login())
+        listed = await list_orders(self, self.current_login())
         await self.render_page("orders.html", orders=listed.items, count=listed.count)
 
 
@@ -119,7 +118,6 @@ class OrderLookupPageHandler(PageHandler):
     """``GET /admin/orders?user=NAME`` (the seed's 订单查询 menu): every user's orders, or one
     user's, newest first, for the staff whose roles grant that menu."""
 
-    menu_url = ORDER_LOOKUP_URL
 
     async def get(self) -> None:
         """Render ``admin/orders.html``."""
@@ -142,9 +140,9 @@ class OrderActionHandler(PageHandler, ApiHandler):
     ``ApiHandler`` (a bearer token needs no XSRF token), rendering from ``PageHandler``; ``api``
     is decided per request, so errors are the JSON envelope or the HTML error page."""
 
-    def initialize(self, services: Services) -> None:
+    def initialize(self, services: Services, need: Requirement) -> None:
         """Receive the services; decide between JSON and HTML from ``Accept``."""
-        super().initialize(services)
+        super().initialize(services, need)
         self.api = wants_json(self.request.headers.get("Accept", ""))
 
     def login_required(self) -> NoReturn:
@@ -175,7 +173,7 @@ class OrderActionHandler(PageHandler, ApiHandler):
 
     async def get(self, action_code: str, order_id: str) -> None:
         """Show the order (JSON: ``OrderResponse``) and, in HTML, the action's form."""
-        login = self.require_login()
+        login = self.current_login()
         action = self.action(action_code)
         order = order_read(*await self.owned(order_id, login))
         if self.api:
@@ -185,7 +183,7 @@ class OrderActionHandler(PageHandler, ApiHandler):
 
     async def post(self, action_code: str, order_id: str) -> None:
         """Cancel (200), buy again (201, the new order) or review (200) the caller's order."""
-        login = self.require_login()
+        login = self.current_login()
         action = self.action(action_code)
         if action is CANCEL:
             order, goods = await OrderRepository(self.db).cancel(

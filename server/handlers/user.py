@@ -155,12 +155,11 @@ class UserHandler(UserApiHandler):
             "Change name, mobile or city; exactly old_pwd and new_pwd change the password",
             UserResponse,
             request=ProfileUpdate,
-            auth="bearer",
             errors=(403, 409, 429),
             tags=("user",),
         ),
         "DELETE": Operation(
-            "Log out: revoke the token of this request", Success, auth="bearer", tags=("user",)
+            "Log out: revoke the token of this request", Success, tags=("user",)
         ),
     }
 
@@ -182,7 +181,7 @@ class UserHandler(UserApiHandler):
     async def put(self) -> None:
         """Change name, mobile or city; a body of exactly ``old_pwd`` and ``new_pwd`` changes
         the password instead (seed: 修改口令)."""
-        login = self.require_login()
+        login = self.current_login()
         data = self.parse_json()
         if isinstance(data, dict) and set(data) == PASSWORD_CHANGE_KEYS:
             await self.change_password(login, self.validate(PasswordChange, data))
@@ -200,7 +199,7 @@ class UserHandler(UserApiHandler):
 
     async def delete(self) -> None:
         """Log out: revoke the token this request was made with (seed: 注销)."""
-        login = self.require_login()
+        login = self.current_login()
         await TokenRepository(self.db).revoke(login.token_id)
         await self.audit("logout", user_id=login.principal.user_id, actor=login.principal.name)
         self.publish_after_commit(Event("token", login.token_hash))
@@ -228,14 +227,13 @@ class MeHandler(UserApiHandler):
         "GET": Operation(
             "The current user, their roles and menu tree",
             MeResponse,
-            auth="bearer",
             tags=("user",),
         )
     }
 
     async def get(self) -> None:
         """Answer from the login cache and the menu cache; the database only on a miss."""
-        login = self.require_login()
+        login = self.current_login()
         tree = await self.services.menus.tree_json_for(login.principal)
         # MeResponse, assembled from cached encodings: the tree is encoded once per role set.
         await self.respond_json(
@@ -252,7 +250,6 @@ class PasswordHandler(UserApiHandler):
             "Change the password (other sessions are revoked)",
             Success,
             request=PasswordChange,
-            auth="bearer",
             errors=(403, 429),
             tags=("user",),
         )
@@ -260,7 +257,7 @@ class PasswordHandler(UserApiHandler):
 
     async def put(self) -> None:
         """Verify ``old_pwd``, apply ``new_pwd`` under the policy."""
-        login = self.require_login()
+        login = self.current_login()
         await self.change_password(login, self.parse(PasswordChange))
 
 
@@ -272,7 +269,6 @@ class AccountHandler(UserApiHandler):
             "Close the account (deactivate; data kept)",
             Success,
             request=AccountClose,
-            auth="bearer",
             errors=(403, 409, 429),
             tags=("user",),
         )
@@ -280,7 +276,7 @@ class AccountHandler(UserApiHandler):
 
     async def delete(self) -> None:
         """Confirm with the password; the last active superuser cannot close their account."""
-        login = self.require_login()
+        login = self.current_login()
         body = self.parse(AccountClose)
         await self.verify_own_password(login, body.pwd, field="pwd")
         user_id = login.principal.user_id
@@ -295,12 +291,12 @@ class SessionsHandler(UserApiHandler):
     """``GET /user/sessions``: the caller's live logins."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("The caller's live sessions", SessionList, auth="bearer", tags=("user",))
+        "GET": Operation("The caller's live sessions", SessionList, tags=("user",))
     }
 
     async def get(self) -> None:
         """List tokens that are neither revoked nor expired (idle or absolute)."""
-        login = self.require_login()
+        login = self.current_login()
         now = utcnow()
         idle = self.services.logins.idle
         items = [
@@ -322,12 +318,12 @@ class SessionHandler(UserApiHandler):
     """``DELETE /user/sessions/{id}``: revoke one of the caller's logins."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "DELETE": Operation("Revoke one session", Success, auth="bearer", tags=("user",))
+        "DELETE": Operation("Revoke one session", Success, tags=("user",))
     }
 
     async def delete(self, session_id: str) -> None:
         """Another user's session id is 404, like one that does not exist."""
-        login = self.require_login()
+        login = self.current_login()
         tokens = TokenRepository(self.db)
         token = await tokens.get_for_user(int(session_id), login.principal.user_id)
         if token.revoked_at is not None:

@@ -12,6 +12,8 @@ server ends its own with CRLF:
   Accounts and throttling are those of the API (``verify_password``): a wrong name or
   password, or a throttled one, is answered with the API's message; after ``login_attempts``
   refusals the connection is closed.
+- The whole door needs ``TCP_NEED`` (``chat.use``), checked at ``LOGIN``: an account whose roles
+  do not grant it is told so and disconnected.
 - Once logged in the user is in room ``lobby``; every line is a message to the current room,
   except ``/who`` (who is online here), ``/join ROOM`` (leave this room for ROOM), ``/help`` and
   ``/quit``. Empty lines are ignored (and, like any input, keep the connection from going idle).
@@ -50,7 +52,10 @@ from pydantic import ValidationError
 
 from repositories.audit import AuditRepository
 from schemas.user import LoginRequest
+from repositories.users import UserRepository
 from server.accounts import InvalidCredentials, TooManyAttempts, password_login
+from server.permissions import CHAT_USE
+from server.principal import Principal
 from server.realtime.hub import DEFAULT_ROOM
 from server.realtime.limits import (
     MAX_TEXT_CHARS,
@@ -66,6 +71,9 @@ log = logging.getLogger("mservices.tcp")
 
 LINE_LIMIT = 4096
 """Bytes per line, without the line ending."""
+TCP_NEED = CHAT_USE
+"""What the TCP door needs, checked at ``LOGIN``; every command after it is chat."""
+
 LOGIN_TIMEOUT = 10.0
 LOGIN_ATTEMPTS = 3
 QUEUE_SIZE = 256
@@ -395,16 +403,21 @@ class _Connection:
                 self.say(LOGIN_USAGE)
                 continue
             try:
-                return await self._verify(request.name, request.pwd)
+                principal = await self._verify(request.name, request.pwd)
             except (InvalidCredentials, TooManyAttempts) as refused:
                 refusals += 1
                 self.say(f"! {refused.message}")
                 if refusals >= self.server.login_attempts:
                     self.finish("* too many failed logins on this connection; goodbye")
+                continue
+            if not await self.server.services.menus.permits(principal, TCP_NEED):
+                self.finish(f"! your roles do not grant the permission {TCP_NEED}; goodbye")
+                return None
+            return principal.name
         return None
 
-    async def _verify(self, name: str, password: str) -> str:
-        """Log in as the API does (throttled, audited, hash upgraded); returns the name."""
+    async def _verify(self, name: str, password: str) -> Principal:
+        """Log in as the API does (throttled, audited, hash upgraded); returns who it is."""
         services = self.server.services
         async with services.sessions() as session, session.begin():
             user = await password_login(
@@ -413,7 +426,8 @@ class _Connection:
             await AuditRepository(session).add(
                 "login", user_id=user.id, actor=user.name, detail="tcp chat", client_ip=self.ip
             )
-            return user.name
+            role_ids = await UserRepository(session).role_ids(user.id)
+            return Principal(user.id, user.name, user.is_superuser, frozenset(role_ids))
 
     async def _chat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ import secrets
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from server.realtime.websocket import handshake_abandoned, open_sockets, site_origin_allowed
+from server.permissions import Requirement
 from server.services import Services
 
 TICKS = 10
@@ -35,8 +36,8 @@ class TickerSocketHandler(WebSocketHandler):
     tick_seconds: float = 1.0
     """Seconds between numbers (tests shorten it)."""
 
-    def initialize(self, services: Services) -> None:
-        """Receive the process's services (route kwargs)."""
+    def initialize(self, services: Services, need: Requirement) -> None:
+        """Receive the process's services (route kwargs); the ticker is ``PUBLIC``."""
         self.services = services
         self._sockets = open_sockets(services)
         self._task: asyncio.Task[None] | None = None

@@ -50,6 +50,7 @@ from server.realtime.limits import (
 )
 from server.realtime.pings import PING_INTERVAL as PING_INTERVAL
 from server.realtime.sessions import ClosableSocket
+from server.permissions import Requirement
 from server.services import Services
 from server.settings import Settings
 
@@ -257,9 +258,10 @@ class ChatSocketHandler(WebSocketHandler):
     _closing: bool = False
     _closed: bool = False
 
-    def initialize(self, services: Services) -> None:
-        """Receive the process's services (route kwargs)."""
+    def initialize(self, services: Services, need: Requirement) -> None:
+        """Receive the process's services and the route's requirement (route kwargs)."""
         self.services = services
+        self.need = need
 
     @property
     def hub(self) -> Hub:
@@ -267,10 +269,13 @@ class ChatSocketHandler(WebSocketHandler):
         return self.services.hub
 
     async def prepare(self) -> None:
-        """Authenticate with the session cookie (401) and read the room and resume point (400)."""
+        """Authenticate with the session cookie (401), check the route's permission (403) and
+        read the room and resume point (400)."""
         login = await session_login(self, self.services)
         if login is None:
             raise HTTPError(401, reason="Unauthorized")
+        if not await self.services.menus.permits(login.principal, self.need.for_method("GET")):
+            raise HTTPError(403, reason="Permission required")
         self.token_hash = login.token_hash
         self.user = login.principal.name
         # The request lives as long as the socket: let go of its parsed cookies (about 1.2 KB;
