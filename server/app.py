@@ -8,6 +8,7 @@ from pathlib import Path
 from tornado.web import Application, RequestHandler
 
 from server.handlers.errors import NotFoundHandler
+from server.permissions import PUBLIC, requires
 from server.logs import REQUEST_FIELD
 from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL, open_sockets
 from server.routes import build_routes, file_routes
@@ -42,7 +43,7 @@ def make_app(settings: Settings, services: Services) -> Application:
         xsrf_cookie_kwargs={"httponly": False, "samesite": "Lax"},
         login_url="/login",
         default_handler_class=NotFoundHandler,
-        default_handler_args={"services": services},
+        default_handler_args={"services": services, "need": requires(PUBLIC)},
         log_function=services.metrics.observing(log_request),
         websocket_max_message_size=MAX_FRAME_BYTES,
         websocket_ping_interval=PING_INTERVAL,

@@ -1,5 +1,7 @@
-"""Permissions by code: what each role grants besides menus, the permission a menu's page needs,
-the named locks that serialize admin writes, and indexes for reading the audit log.
+"""Permissions by code, the named locks of admin writes, indexes for reading the audit log.
+
+What each role grants besides menus (``role_permission``), the permission a menu's page needs
+(``menu.permission``), the lock rows that serialize admin writes (``app_lock``).
 
 Existing installs keep every right they had: a role that granted an admin menu (the url was the
 permission until now) gets the matching permissions, a role that granted the downloads menu

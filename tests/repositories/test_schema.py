@@ -189,3 +189,67 @@ async def test_mariadb_keeps_microseconds_in_every_timestamp_column(
     }
     assert expected
     assert set(rows) == expected
+
+
+async def test_upgrading_to_permissions_keeps_every_right_an_install_had(
+    empty_engine: AsyncEngine,
+) -> None:
+    """0004 turns menu grants into permissions: nobody is locked out, visitors gain nothing."""
+    await schema.upgrade(empty_engine, "0003")
+    async with empty_engine.begin() as connection:
+        for statement in (
+            "INSERT INTO menu (id, title, url, sort, visible, created_at) VALUES "
+            "(1, 'admin', NULL, 0, 1, '2026-01-01'), "
+            "(2, 'menus', '/admin/menus', 0, 1, '2026-01-01'), "
+            "(3, 'roles', '/admin/roles', 0, 1, '2026-01-01'), "
+            "(4, 'users', '/admin/users', 0, 1, '2026-01-01'), "
+            "(5, 'downloads', '/downloads', 0, 1, '2026-01-01'), "
+            "(6, 'home', '/', 0, 1, '2026-01-01')",
+            "INSERT INTO role (id, name) VALUES (1, 'boss'), (2, 'clerk'), (3, 'anonymous')",
+            "INSERT INTO role_menu (role_id, menu_id) VALUES "
+            "(1, 1), (1, 2), (1, 3), (1, 4), (2, 4), (2, 5), (3, 6)",
+        ):
+            await connection.execute(text(statement))
+
+    await schema.upgrade(empty_engine)
+
+    async with empty_engine.connect() as connection:
+        rows = await connection.execute(text("SELECT role_id, permission FROM role_permission"))
+        granted: dict[int, set[str]] = {}
+        for role_id, permission in rows:
+            granted.setdefault(role_id, set()).add(permission)
+        menus = dict((await connection.execute(text("SELECT url, permission FROM menu"))).all())
+        locks = (await connection.execute(text("SELECT name FROM app_lock"))).scalars().all()
+    assert granted == {
+        1: {
+            "menus.view",
+            "menus.change",
+            "roles.view",
+            "roles.change",
+            "users.view",
+            "users.change",
+            "users.assign",
+            "sessions.revoke",
+            "audit.view",
+            "chat.use",
+            "orders.use",
+        },
+        2: {
+            "users.view",
+            "users.change",
+            "users.assign",
+            "sessions.revoke",
+            "downloads.use",
+            "chat.use",
+            "orders.use",
+        },
+    }
+    assert menus == {
+        None: None,
+        "/admin/menus": "menus.view",
+        "/admin/roles": "roles.view",
+        "/admin/users": "users.view",
+        "/downloads": "downloads.use",
+        "/": None,
+    }
+    assert locks == ["admin"]

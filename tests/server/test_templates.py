@@ -18,6 +18,7 @@ from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
 from server.handlers.cookies import CookieRow
 from server.handlers.orders import REVIEW
+from server.permissions import PERMISSIONS
 from server.principal import Principal
 from server.ui_modules import UI_MODULES
 
@@ -108,9 +109,25 @@ NAMESPACES: dict[str, dict[str, Any]] = {
         "review": "<i>",
     },
     "downloads.html": {"menus": TREE},
-    "admin/menus.html": {"menus": TREE, "tree": TREE, "options": OPTIONS},
-    "admin/menu_node.html": {"node": TREE[0], "options": OPTIONS, "first": True, "last": False},
-    "admin/roles.html": {"menus": TREE, "roles": ROLES, "options": OPTIONS},
+    "admin/menus.html": {
+        "menus": TREE,
+        "tree": TREE,
+        "options": OPTIONS,
+        "permissions": list(PERMISSIONS.values()),
+    },
+    "admin/menu_node.html": {
+        "node": TREE[0],
+        "options": OPTIONS,
+        "permissions": list(PERMISSIONS.values()),
+        "first": True,
+        "last": False,
+    },
+    "admin/roles.html": {
+        "menus": TREE,
+        "roles": ROLES,
+        "options": OPTIONS,
+        "permissions": list(PERMISSIONS.values()),
+    },
     "admin/users.html": {
         "menus": TREE,
         "users": [

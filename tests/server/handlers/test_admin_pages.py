@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from repositories.menus import MenuRepository
-from repositories.models import Menu, User
+from repositories.models import AuditEntry, Menu, User
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
@@ -21,6 +21,7 @@ from server.handlers.admin_pages import PAGE_SIZE, MenuOption, menu_options
 from server.handlers.base import SESSION_COOKIE
 from server.services import Services
 from tests.conftest import Client, Response
+from tests.grants import grant
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
@@ -307,26 +308,28 @@ async def test_creating_a_menu_puts_it_last_under_its_parent(
     flash = await admin.act(
         "/admin/menus/create",
         {
-            "title": "审计日志",
-            "url": "/admin/audit",
+            "title": "报表",
+            "url": "/admin/reports",
             "note": "who did what",
             "parent_id": str(parent),
             "visible": "1",
+            "permission": "audit.view",
         },
         back="/admin/menus",
     )
-    assert flash == Flash("success", "已创建菜单「审计日志」")
-    menu = await menu_named(services, "审计日志")
+    assert flash == Flash("success", "已创建菜单「报表」")
+    menu = await menu_named(services, "报表")
     assert menu is not None
-    assert (menu.url, menu.note, menu.parent_id, menu.visible) == (
-        "/admin/audit",
+    assert (menu.url, menu.note, menu.parent_id, menu.visible, menu.permission) == (
+        "/admin/reports",
         "who did what",
         parent,
         True,
+        "audit.view",
     )
     siblings = [row for row in await all_menus(services) if row[3] == parent]
     assert max(row[4] for row in siblings) == menu.sort
-    assert [row[1] for row in siblings][-1] == "审计日志"
+    assert [row[1] for row in siblings][-1] == "报表"
 
 
 async def test_creating_a_top_level_hidden_menu_without_url(
@@ -356,7 +359,8 @@ async def test_updating_a_menu_renames_relinks_and_hides_it(
 async def test_saving_a_menu_without_changes_says_so(admin: Browser, services: Services) -> None:
     target = await menu_id(services, "下载")
     flash = await admin.act(
-        f"/admin/menus/{target}/update", {"title": "下载", "url": "/downloads", "visible": "1"}
+        f"/admin/menus/{target}/update",
+        {"title": "下载", "url": "/downloads", "visible": "1", "permission": "downloads.use"},
     )
     assert flash == Flash("info", "菜单「下载」没有改动")
 
@@ -393,18 +397,18 @@ async def test_reordering_swaps_a_menu_with_its_sibling(admin: Browser, services
         rows = [row for row in await all_menus(services) if row[3] == parent]
         return [row[1] for row in rows]
 
-    assert await order() == ["菜单管理", "角色管理", "用户管理"]
+    assert await order() == ["菜单管理", "角色管理", "用户管理", "审计日志"]
     roles = await menu_id(services, "角色管理")
     flash = await admin.act(f"/admin/menus/{roles}/reorder", {"direction": "up"})
     assert flash == Flash("success", "已上移菜单「角色管理」")
-    assert await order() == ["角色管理", "菜单管理", "用户管理"]
+    assert await order() == ["角色管理", "菜单管理", "用户管理", "审计日志"]
     flash = await admin.act(f"/admin/menus/{roles}/reorder", {"direction": "down"})
     assert flash == Flash("success", "已下移菜单「角色管理」")
-    assert await order() == ["菜单管理", "角色管理", "用户管理"]
-    users = await menu_id(services, "用户管理")
-    flash = await admin.act(f"/admin/menus/{users}/reorder", {"direction": "down"})
-    assert flash == Flash("info", "菜单「用户管理」已在最后")
-    assert await order() == ["菜单管理", "角色管理", "用户管理"]
+    assert await order() == ["菜单管理", "角色管理", "用户管理", "审计日志"]
+    audit = await menu_id(services, "审计日志")
+    flash = await admin.act(f"/admin/menus/{audit}/reorder", {"direction": "down"})
+    assert flash == Flash("info", "菜单「审计日志」已在最后")
+    assert await order() == ["菜单管理", "角色管理", "用户管理", "审计日志"]
 
 
 async def test_reordering_siblings_with_equal_sort_keys_renumbers_them(
@@ -483,18 +487,20 @@ async def test_acting_on_a_missing_menu_shows_not_found(admin: Browser) -> None:
     assert flash == Flash("error", "menu 99999 does not exist")
 
 
-async def test_removing_the_editor_itself_is_refused_for_a_non_superuser(
+async def test_deleting_the_editors_menu_leaves_its_admin_the_editor(
     client: Client, services: Services, demo: dict[str, str]
 ) -> None:
+    """The permission, not a menu an admin can edit, opens the page: deleting the menu only
+    removes the link."""
     await add_user(services, "deputy", "deputy password 1", ["admin"])
     deputy = Browser(client)
     await deputy.login("deputy", "deputy password 1")
     editor = await menu_id(services, "菜单管理")
-    before = await all_menus(services)
     flash = await deputy.act(f"/admin/menus/{editor}/delete")
-    assert flash.level == "error"
-    assert "own admin access" in flash.text
-    assert await all_menus(services) == before
+    assert flash == Flash("success", "已删除菜单「菜单管理」")
+    page = await deputy.get("/admin/menus")
+    assert page.status == 200
+    assert 'href="/admin/menus"' not in page.text
 
 
 # -- roles -----------------------------------------------------------------------------------
@@ -565,7 +571,15 @@ async def test_saving_the_checklist_replaces_the_roles_menus(
     assert flash == Flash("success", "角色「customer」现在授予 2 个菜单")
     assert await role_menu_ids(services, "customer") == {home, downloads}
     page = (await customer.get("/")).text
-    assert 'href="/downloads"' in page and "我的订单" not in page
+    assert "我的订单" not in page
+    assert 'href="/downloads"' not in page, "the menu needs downloads.use, which is not granted"
+    flash = await admin.act(
+        f"/admin/roles/{customer_role}/permissions",
+        [("permission", "chat.use"), ("permission", "orders.use"), ("permission", "downloads.use")],
+    )
+    assert flash == Flash("success", "角色「customer」现在授予 3 项权限")
+    assert 'href="/downloads"' in (await customer.get("/")).text
+    assert (await customer.get("/downloads")).status == 200
 
 
 async def test_a_checklist_with_an_unknown_menu_changes_nothing(
@@ -587,14 +601,17 @@ async def test_removing_own_admin_access_is_refused_and_rolled_back(
     deputy = Browser(client)
     await deputy.login("deputy", "deputy password 1")
     admin_role = await role_id(services, "admin")
-    before = await role_menu_ids(services, "admin")
-    keep = [menu for menu in before if menu != await menu_id(services, "角色管理")]
+    async with services.sessions() as session:
+        before = await RoleRepository(session).permissions(admin_role)
+    keep = sorted(before - {"roles.change"})
     flash = await deputy.act(
-        f"/admin/roles/{admin_role}/menus", [("menu_id", str(menu)) for menu in keep]
+        f"/admin/roles/{admin_role}/permissions", [("permission", code) for code in keep]
     )
     assert flash.level == "error"
-    assert flash.text == "this change would remove your own admin access to /admin/roles"
-    assert await role_menu_ids(services, "admin") == before, "the partial write was rolled back"
+    assert flash.text == "this change would remove your own administration permissions: roles.change"
+    async with services.sessions() as session:
+        after = await RoleRepository(session).permissions(admin_role)
+    assert after == before, "the partial write was rolled back"
     flash = await deputy.act(f"/admin/roles/{admin_role}/delete")
     assert flash.level == "error"
     assert await role_id(services, "admin") == admin_role
@@ -709,8 +726,37 @@ async def test_a_user_taking_away_their_own_admin_role_is_refused(
     me = await user_named(services, "deputy")
     before = await user_role_ids(services, "deputy")
     flash = await deputy.act(f"/admin/users/{me.id}/roles")
-    assert flash.level == "error" and "own admin access" in flash.text
+    assert flash.level == "error" and "own administration permissions" in flash.text
     assert await user_role_ids(services, "deputy") == before
+
+
+async def test_a_user_admin_assigning_a_role_beyond_its_grants_is_refused_audited_and_unchanged(
+    client: Client, services: Services, demo: dict[str, str]
+) -> None:
+    await add_user(services, "clerk", "clerk password 1", [])
+    await grant(services, "clerk", "users.view", "users.assign")
+    clerk = Browser(client)
+    await clerk.login("clerk", "clerk password 1")
+    me = await user_named(services, "clerk")
+    before = await user_role_ids(services, "clerk")
+    admin_role = await role_id(services, "admin")
+    flash = await clerk.act(
+        f"/admin/users/{me.id}/roles",
+        [("role_id", str(role)) for role in (*before, admin_role)],
+        back="/admin/users",
+    )
+    assert flash.level == "error"
+    assert flash.text.startswith("you can only grant what you hold yourself")
+    assert await user_role_ids(services, "clerk") == before
+    async with services.sessions() as session:
+        refusals = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "admin_refused"))
+        ).all()
+    assert [(entry.actor, entry.detail) for entry in refusals] == [
+        ("clerk", f"grant_ceiling: give or take roles [{admin_role}] of user {me.id}")
+    ]
+    assert (await clerk.get("/admin/roles")).status == 403
+    assert (await clerk.post(f"/admin/users/{me.id}/status", {"is_active": "false"})).status == 403
 
 
 async def test_revoking_a_users_sessions(

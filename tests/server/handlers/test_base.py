@@ -16,6 +16,7 @@ from repositories.roles import RoleRepository
 from schemas.common import RequestSchema, Schema
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.base import MAX_JSON_BODY, ApiHandler, PageHandler
+from server.permissions import PUBLIC, requires
 from server.services import Services
 from server.ui_modules import UI_MODULES
 from tests.conftest import Client, serve_app
@@ -85,7 +86,7 @@ class BrokenPageProbe(PageHandler):
 
 @pytest.fixture
 async def probe(services: Services) -> AsyncIterator[Client]:
-    deps: dict[str, Any] = {"services": services}
+    deps: dict[str, Any] = {"services": services, "need": requires(PUBLIC)}
     app = Application(
         [
             url(r"/api/commit", CommitProbe, deps),
