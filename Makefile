@@ -20,10 +20,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-## run: install, migrate, load demo data and serve on http://127.0.0.1:8000
+## run: install, migrate, load demo data and serve on http://127.0.0.1:8000 (new accounts get
+## the demo's customer role unless MSERVICES_SIGNUP_ROLE is set, even to empty)
 run: $(RUN_STAMP)
 	$(BIN)/mservices demo
-	$(BIN)/mservices serve
+	MSERVICES_SIGNUP_ROLE=$${MSERVICES_SIGNUP_ROLE-customer} $(BIN)/mservices serve
 
 ## test: lint, type-check and run the whole suite
 test: lint typecheck pytest

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.models import AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of entries, newest first, and the ``before`` that continues after it (None on
+    the last page)."""
+
+    items: Sequence[AuditEntry]
+    next_before: int | None
 
 
 class AuditRepository:
@@ -47,3 +58,32 @@ class AuditRepository:
         if action is not None:
             query = query.where(AuditEntry.action == action)
         return (await self.session.scalars(query)).all()
+
+    async def page(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> AuditPage:
+        """Entries newest first, filtered by exact ``actor`` and ``action`` and by time
+        (``since`` inclusive, ``until`` exclusive), with ids below ``before`` (keyset paging:
+        pass the previous page's ``next_before``; rows added meanwhile never shift a page)."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+        if actor is not None:
+            query = query.where(AuditEntry.actor == actor)
+        if action is not None:
+            query = query.where(AuditEntry.action == action)
+        if since is not None:
+            query = query.where(AuditEntry.created_at >= since)
+        if until is not None:
+            query = query.where(AuditEntry.created_at < until)
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
+        rows = (await self.session.scalars(query)).all()
+        if len(rows) > limit:
+            return AuditPage(items=rows[:limit], next_before=rows[limit - 1].id)
+        return AuditPage(items=rows, next_before=None)

@@ -9,6 +9,7 @@ rollback cannot erase it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,13 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.audit import AuditRepository
 from repositories.errors import DomainError
-from repositories.models import AuthToken, User, utcnow
+from repositories.models import AuthToken, Role, User, utcnow
+from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
 from server.invalidation import Event
 from server.security.throttle import retry_after_header
 from server.security.tokens import hash_token, new_token
 from server.services import Services
+
+log = logging.getLogger("mservices.accounts")
+
+_missing_signup_roles: set[str] = set()
+"""Sign-up role names already warned about as missing (one warning per name and process)."""
 
 
 class InvalidCredentials(DomainError):
@@ -35,18 +42,35 @@ class InvalidCredentials(DomainError):
         super().__init__("wrong name or password")
 
 
-class TooManyAttempts(DomainError):
+class Throttled(DomainError):
+    """Refused for a while (429 with ``Retry-After``); the message says when to try again."""
+
+    status = 429
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        seconds = retry_after_header(retry_after)
+        unit = "second" if seconds == "1" else "seconds"
+        super().__init__(f"{what}; try again in {seconds} {unit}")
+        self.retry_after = retry_after
+        self.headers["Retry-After"] = seconds
+
+
+class TooManyAttempts(Throttled):
     """Too many failed logins from this address (for this name); try again later."""
 
     code = "too_many_attempts"
-    status = 429
 
     def __init__(self, retry_after: float) -> None:
-        seconds = retry_after_header(retry_after)
-        unit = "second" if seconds == "1" else "seconds"
-        super().__init__(f"too many failed logins; try again in {seconds} {unit}")
-        self.retry_after = retry_after
-        self.headers["Retry-After"] = seconds
+        super().__init__("too many failed logins", retry_after)
+
+
+class TooManySignups(Throttled):
+    """This address has registered as many accounts as the window allows; try again later."""
+
+    code = "too_many_signups"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many accounts registered from this address", retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +127,58 @@ async def password_login(
     if verified.new_hash is not None:
         user.password_hash = verified.new_hash
     return user
+
+
+async def register(
+    services: Services,
+    session: AsyncSession,
+    *,
+    name: str,
+    password: str,
+    mobile: str | None,
+    city: str | None,
+    client_ip: str,
+) -> User:
+    """Create an account holding the sign-up role (``MSERVICES_SIGNUP_ROLE``, when it exists),
+    audited; TooManySignups when ``client_ip`` has registered its allowance for the window.
+
+    The registration is counted before the password is hashed, so a refused one costs no argon2
+    hash; a counted one stays counted even if the name turns out to be taken.
+    """
+    wait = await services.signups.admit(client_ip)
+    if wait > 0:
+        await audit_now(services, "signup_throttled", actor=name, client_ip=client_ip)
+        raise TooManySignups(wait)
+    password_hash = await services.passwords.hash(password)
+    users = UserRepository(session)
+    user = await users.add(name=name, password_hash=password_hash, mobile=mobile, city=city)
+    role = await signup_role(session, services.settings.signup_role)
+    if role is not None:
+        await users.set_roles(user.id, {role.id})
+    await AuditRepository(session).add(
+        "register",
+        user_id=user.id,
+        actor=user.name,
+        detail=f"role {role.name}" if role is not None else None,
+        client_ip=client_ip,
+    )
+    return user
+
+
+async def signup_role(session: AsyncSession, name: str) -> Role | None:
+    """The role named ``name`` that new accounts receive; None when no name is configured or no
+    such role exists (a warning, once per name and process, says so)."""
+    if not name:
+        return None
+    role = await RoleRepository(session).get_by_name(name)
+    if role is None and name not in _missing_signup_roles:
+        _missing_signup_roles.add(name)
+        log.warning(
+            "MSERVICES_SIGNUP_ROLE names the role %r, which does not exist: new accounts get "
+            "no role until it is created",
+            name,
+        )
+    return role
 
 
 async def issue_token(

@@ -10,9 +10,9 @@ to publish once the transaction has committed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tornado.routing import Rule
 
 from repositories.menus import MenuRepository
@@ -27,7 +27,7 @@ from schemas.admin_user import (
     UserRoles,
     UserStatusUpdate,
 )
-from schemas.common import ErrorItem, Success
+from schemas.common import Success
 from schemas.menu import (
     MenuCreate,
     MenuDeleted,
@@ -50,8 +50,7 @@ from schemas.role import (
 )
 from schemas.user import UserRead
 from server.admin import Admin
-from server.errors import ApiError
-from server.handlers.base import ApiHandler
+from server.handlers.base import ApiHandler, QuerySchema
 from server.openapi import Operation
 from server.permissions import (
     LOGIN,
@@ -69,8 +68,6 @@ from server.permissions import (
 )
 from server.principal import Principal
 
-QueryT = TypeVar("QueryT", bound=BaseModel)
-
 MENU_ID = r"(?P<menu_id>[0-9]{1,10})"
 ROLE_ID = r"(?P<role_id>[0-9]{1,10})"
 USER_ID = r"(?P<user_id>[0-9]{1,10})"
@@ -86,12 +83,6 @@ Flag = Literal["0", "1", "true", "false"]
 def flag(value: Flag) -> bool:
     """The boolean a ``Flag`` spells."""
     return value in ("1", "true")
-
-
-class QuerySchema(BaseModel):
-    """Base of query-string models: unknown parameters are ignored (caches add their own)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class MenuListQuery(QuerySchema):
@@ -128,20 +119,6 @@ class AdminApiHandler(ApiHandler):
         """The administrative rules, acting as the caller inside this request's transaction."""
         return Admin(self.db, self.actor(), client_ip=self.request.remote_ip)
 
-    def query(self, schema: type[QueryT]) -> QueryT:
-        """The query string as ``schema``: 422 naming each bad or repeated parameter."""
-        data: dict[str, str] = {}
-        repeated: list[ErrorItem] = []
-        for name in schema.model_fields:
-            values = self.get_query_arguments(name, strip=False)
-            if len(values) > 1:
-                repeated.append(ErrorItem(field=name, reason="give this parameter at most once"))
-            elif values:
-                data[name] = values[0]
-        if repeated:
-            raise ApiError(422, "validation_error", "the query string is invalid", errors=repeated)
-        return self.validate(schema, data)
-
     async def role_read(
         self,
         role: Role,
@@ -175,7 +152,6 @@ class AdminApiHandler(ApiHandler):
 
 class MenusHandler(AdminApiHandler):
     """``/api/menus``: the whole menu tree (or a flat list), and new menus."""
-
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
@@ -220,7 +196,6 @@ class MenusHandler(AdminApiHandler):
 
 class MenuHandler(AdminApiHandler):
     """``/api/menus/{id}``: read, change or delete one menu."""
-
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation("One menu", MenuResponse, errors=(403,), tags=("menus",)),
@@ -272,7 +247,6 @@ class MenuHandler(AdminApiHandler):
 class RolesHandler(AdminApiHandler):
     """``/api/roles``: every role with its menus, and new roles."""
 
-
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "Every role with the menus it grants",
@@ -313,7 +287,6 @@ class RolesHandler(AdminApiHandler):
 
 class RoleHandler(AdminApiHandler):
     """``/api/roles/{id}``: read, rename or delete one role."""
-
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
@@ -361,7 +334,6 @@ class RoleHandler(AdminApiHandler):
 
 class RoleMenusHandler(AdminApiHandler):
     """``/api/roles/{id}/menus``: replace the menus a role grants."""
-
 
     operations: ClassVar[dict[str, Operation]] = {
         "PUT": Operation(
@@ -433,7 +405,6 @@ class PermissionsHandler(ApiHandler):
 class UsersHandler(AdminApiHandler):
     """``/api/users``: a page of users, optionally those whose name contains ``q``."""
 
-
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
             "A page of users with their role ids",
@@ -458,7 +429,6 @@ class UsersHandler(AdminApiHandler):
 
 class UserAdminHandler(AdminApiHandler):
     """``/api/users/{id}``: read a user; activate, deactivate, promote or demote them."""
-
 
     operations: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
@@ -496,7 +466,6 @@ class UserAdminHandler(AdminApiHandler):
 class UserRolesHandler(AdminApiHandler):
     """``/api/users/{id}/roles``: replace a user's roles."""
 
-
     operations: ClassVar[dict[str, Operation]] = {
         "PUT": Operation(
             "Replace the roles a user holds",
@@ -522,7 +491,6 @@ class UserRolesHandler(AdminApiHandler):
 class UserSessionsAdminHandler(AdminApiHandler):
     """``/api/users/{id}/sessions``: log a user out everywhere."""
 
-
     operations: ClassVar[dict[str, Operation]] = {
         "DELETE": Operation(
             "Revoke every token of a user",
@@ -547,9 +515,7 @@ class MyMenusHandler(ApiHandler):
     """``GET /user/me/menus``: the menu tree the caller's roles grant (from the cache when warm)."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation(
-            "The current user's menu tree", MenuTree, tags=("user", "menus")
-        )
+        "GET": Operation("The current user's menu tree", MenuTree, tags=("user", "menus"))
     }
 
     async def get(self) -> None:

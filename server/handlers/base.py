@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from tornado.web import Finish, RequestHandler
 
@@ -50,6 +50,13 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class QuerySchema(BaseModel):
+    """Base of query-string models (``BaseHandler.query``): unknown parameters are ignored
+    (caches add their own)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class BaseHandler(RequestHandler):
@@ -188,6 +195,20 @@ class BaseHandler(RequestHandler):
             return json.loads(body or b"null")
         except (UnicodeDecodeError, ValueError) as error:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+
+    def query(self, schema: type[ModelT]) -> ModelT:
+        """The query string as ``schema``: 422 naming each bad or repeated parameter."""
+        data: dict[str, str] = {}
+        repeated: list[ErrorItem] = []
+        for name in schema.model_fields:
+            values = self.get_query_arguments(name, strip=False)
+            if len(values) > 1:
+                repeated.append(ErrorItem(field=name, reason="give this parameter at most once"))
+            elif values:
+                data[name] = values[0]
+        if repeated:
+            raise ApiError(422, "validation_error", "the query string is invalid", errors=repeated)
+        return self.validate(schema, data)
 
     def validate(self, schema: type[ModelT], data: Any) -> ModelT:
         """``data`` as ``schema``, or 422 with every offending field."""

@@ -29,6 +29,7 @@ from server.accounts import (
     InvalidCredentials,
     issue_token,
     password_login,
+    register,
     revoke_user_tokens,
     token_events,
     verify_password,
@@ -148,7 +149,11 @@ class UserHandler(UserApiHandler):
             UserResponse,
             status=201,
             request=RegisterRequest,
-            errors=(409,),
+            errors=(409, 429),
+            description="The new account holds the role named by `MSERVICES_SIGNUP_ROLE`, when it "
+            "exists. One client IP may register `MSERVICES_SIGNUP_PER_IP` accounts per "
+            "`MSERVICES_SIGNUP_WINDOW_SECONDS`; beyond that 429 `too_many_signups` with "
+            "`Retry-After`.",
             tags=("user",),
         ),
         "PUT": Operation(
@@ -158,9 +163,7 @@ class UserHandler(UserApiHandler):
             errors=(403, 409, 429),
             tags=("user",),
         ),
-        "DELETE": Operation(
-            "Log out: revoke the token of this request", Success, tags=("user",)
-        ),
+        "DELETE": Operation("Log out: revoke the token of this request", Success, tags=("user",)),
     }
 
     async def get(self) -> None:
@@ -168,14 +171,19 @@ class UserHandler(UserApiHandler):
         await self.log_in(self.parse(LoginRequest))
 
     async def post(self) -> None:
-        """Register an account; 201 with the user, 409 when the name is taken."""
+        """Register an account; 201 with the user (holding the sign-up role), 409 when the name
+        is taken, 429 when this address has registered too many accounts lately."""
         body = self.parse(RegisterRequest)
         self.refuse_weak_password(body.pwd, field="pwd", name=body.name)
-        password_hash = await self.services.passwords.hash(body.pwd)
-        user = await UserRepository(self.db).add(
-            name=body.name, password_hash=password_hash, mobile=body.mobile, city=body.city
+        user = await register(
+            self.services,
+            self.db,
+            name=body.name,
+            password=body.pwd,
+            mobile=body.mobile,
+            city=body.city,
+            client_ip=self.client_ip(),
         )
-        await self.audit("register", user_id=user.id, actor=user.name)
         await self.respond(UserResponse(user=UserRead.model_validate(user)), status=201)
 
     async def put(self) -> None:

@@ -1,15 +1,23 @@
-"""Login throttling: failures counted per (name, client IP) and per IP, with exponential backoff.
+"""Login and registration throttling.
 
-Counting per (name, IP) rather than per name means an attacker's failures never lock the real
-owner out from another address; the per-IP counter (with a higher allowance) stops one address
-from spraying many names. The counters live in memory (one process) or in Redis (shared by every
-process); both implement ``LoginThrottle``.
+Login: failures counted per (name, client IP) and per IP, with exponential backoff. Counting per
+(name, IP) rather than per name means an attacker's failures never lock the real owner out from
+another address; the per-IP counter (with a higher allowance) stops one address from spraying many
+names. The counters live in memory (one process) or in Redis (shared by every process); both
+implement ``LoginThrottle``.
+
+Registration: at most ``per_ip`` registrations per client IP in any sliding window
+(``SignupThrottle``), counted before the password is hashed, so one address cannot create hundreds
+of accounts, each of which costs an argon2 hash. In memory or in Redis, like the login counters.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -184,5 +192,111 @@ class RedisLoginThrottle:
         await self._redis.delete(self._prefix + _pair_key(name, ip))
 
     async def _now(self) -> float:
+        seconds, microseconds = await self._redis.time()
+        return float(seconds) + float(microseconds) / 1e6
+
+
+# -- registrations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignupPolicy:
+    """How many registrations one client IP may make in any window of ``window_seconds``."""
+
+    per_ip: int = 10
+    window_seconds: float = 3600.0
+
+
+class SignupThrottle(Protocol):
+    """Where registration times live."""
+
+    async def admit(self, ip: str) -> float:
+        """Count one registration from ``ip`` and return 0; or, when ``ip`` has used its
+        allowance for the window, count nothing and return the seconds until it may again."""
+
+
+class MemorySignupThrottle:
+    """Registration times in this process's memory (the single-process default), bounded in
+    size: at most ``per_ip`` times per address and ``MAX_KEYS`` addresses."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, policy: SignupPolicy, *, clock: Callable[[], float] = time.monotonic):
+        self.policy = policy
+        self._clock = clock
+        self._times: dict[str, deque[float]] = {}
+
+    async def admit(self, ip: str) -> float:
+        """See SignupThrottle."""
+        now = self._clock()
+        times = self._times.get(ip)
+        if times is not None:
+            _forget_before(times, now - self.policy.window_seconds)
+            if len(times) >= self.policy.per_ip:
+                return times[0] + self.policy.window_seconds - now
+        else:
+            if len(self._times) >= self.MAX_KEYS:
+                self._forget_expired(now)
+            times = self._times[ip] = deque()
+        times.append(now)
+        return 0.0
+
+    def _forget_expired(self, now: float) -> None:
+        horizon = now - self.policy.window_seconds
+        for ip in [ip for ip, times in self._times.items() if times[-1] <= horizon]:
+            del self._times[ip]
+        while len(self._times) >= self.MAX_KEYS:  # still full: the oldest address goes
+            self._times.pop(next(iter(self._times)))
+
+
+def _forget_before(times: deque[float], horizon: float) -> None:
+    while times and times[0] <= horizon:
+        times.popleft()
+
+
+# Atomic in Redis: forget times out of the window, refuse when the allowance is used (answering
+# when the oldest leaves it), otherwise record this one and keep the key for the window.
+_SIGNUP_SCRIPT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tostring(tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil(1000 * window))
+return '0'
+"""
+
+
+class RedisSignupThrottle:
+    """Registration times in Redis, shared by every process; times are Redis server time unless
+    a ``clock`` is given (tests)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        policy: SignupPolicy,
+        *,
+        prefix: str = "mservices:signup:",
+        clock: Callable[[], Awaitable[float]] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._redis = redis
+        self._prefix = prefix
+        self._clock = clock or self._server_time
+        self._admit = redis.register_script(_SIGNUP_SCRIPT)
+
+    async def admit(self, ip: str) -> float:
+        """See SignupThrottle."""
+        now = await self._clock()
+        result = await self._admit(
+            keys=[self._prefix + ip],
+            args=[now, self.policy.window_seconds, self.policy.per_ip, secrets.token_hex(8)],
+        )
+        return max(0.0, float(result))
+
+    async def _server_time(self) -> float:
         seconds, microseconds = await self._redis.time()
         return float(seconds) + float(microseconds) / 1e6

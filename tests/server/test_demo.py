@@ -19,6 +19,7 @@ from repositories.roles import RoleRepository
 from repositories.users import UserRepository
 from server.demo import CREDENTIALS_FILE, DemoResult, load_demo, remember_credentials
 from server.menu_access import ANONYMOUS_ROLE, MenuAccess, Principal, granted_tree
+from server.permissions import PERMISSIONS
 from server.security.passwords import PasswordHasher
 
 DEMO_NAMES = ["admin", "agent", "customer"]
@@ -35,6 +36,7 @@ EVERY_MENU = {
     "菜单管理",
     "角色管理",
     "用户管理",
+    "审计日志",
 }
 
 
@@ -120,6 +122,7 @@ async def test_load_demo_builds_the_menu_tree(
                 ("菜单管理", "/admin/menus", []),
                 ("角色管理", "/admin/roles", []),
                 ("用户管理", "/admin/users", []),
+                ("审计日志", "/admin/audit", []),
             ],
         ),
     ]
@@ -216,8 +219,26 @@ async def test_the_admin_role_alone_grants_the_administration_menus(
         "菜单管理",
         "角色管理",
         "用户管理",
+        "审计日志",
     }
     assert "登录" not in titles(tree)
+
+
+async def test_each_demo_role_holds_the_permissions_of_what_it_does(
+    sessions: async_sessionmaker[AsyncSession], passwords: PasswordHasher
+) -> None:
+    """A customer chats and orders; an agent also looks up orders; admin administers."""
+    await load(sessions, passwords)
+    access = MenuAccess(sessions)
+    customer = await access.access_for(await principal(sessions, "customer"))
+    agent = await access.access_for(await principal(sessions, "agent"))
+    assert customer.permissions == {"chat.use", "orders.use"}
+    assert agent.permissions == {"chat.use", "orders.use", "orders.lookup"}
+    async with sessions() as session:
+        admin = await RoleRepository(session).get_by_name("admin")
+        assert admin is not None
+        assert await RoleRepository(session).permissions(admin.id) == set(PERMISSIONS)
+    assert not await access.permits(None, "chat.use"), "visitors hold no permission"
 
 
 async def test_loading_twice_changes_no_counts_and_returns_no_new_credentials(

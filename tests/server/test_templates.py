@@ -13,6 +13,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from tornado.web import Application, RequestHandler
 
 from repositories.menus import MenuNode
+from schemas.audit import AuditEntryRead
 from schemas.orders import OrderRead
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
@@ -141,6 +142,24 @@ NAMESPACES: dict[str, dict[str, Any]] = {
         "back": "/admin/users?q=<i>",
         "prev_url": "/admin/users?q=<i>",
         "next_url": "/admin/users?q=<i>&page=3",
+    },
+    "admin/audit.html": {
+        "menus": TREE,
+        "typed": {"actor": "<i>", "action": "<i>", "since": "<i>", "until": "", "limit": "5"},
+        "errors": [],
+        "entries": [
+            AuditEntryRead(
+                id=1,
+                created_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+                action="<i>",
+                actor="<i>",
+                user_id=None,
+                detail="<i>",
+                client_ip="<i>",
+            )
+        ],
+        "next_url": "/admin/audit?actor=<i>&before=1",
+        "first_url": "/admin/audit?actor=<i>",
     },
 }
 
