@@ -71,6 +71,10 @@ log = logging.getLogger("mservices.tcp")
 
 LINE_LIMIT = 4096
 """Bytes per line, without the line ending."""
+class PermissionDenied(Exception):
+    """The account logged in but its roles do not grant what the TCP door needs."""
+
+
 TCP_NEED = CHAT_USE
 """What the TCP door needs, checked at ``LOGIN``; every command after it is chat."""
 
@@ -404,30 +408,39 @@ class _Connection:
                 continue
             try:
                 principal = await self._verify(request.name, request.pwd)
+            except PermissionDenied:
+                self.finish(f"! your roles do not grant the permission {TCP_NEED}; goodbye")
+                return None
             except (InvalidCredentials, TooManyAttempts) as refused:
                 refusals += 1
                 self.say(f"! {refused.message}")
                 if refusals >= self.server.login_attempts:
                     self.finish("* too many failed logins on this connection; goodbye")
                 continue
-            if not await self.server.services.menus.permits(principal, TCP_NEED):
-                self.finish(f"! your roles do not grant the permission {TCP_NEED}; goodbye")
-                return None
             return principal.name
         return None
 
     async def _verify(self, name: str, password: str) -> Principal:
-        """Log in as the API does (throttled, audited, hash upgraded); returns who it is."""
+        """Log in as the API does (throttled, audited, hash upgraded) and check ``TCP_NEED``;
+        returns who it is, or raises PermissionDenied (audited as ``login_denied``)."""
         services = self.server.services
         async with services.sessions() as session, session.begin():
             user = await password_login(
                 services, session, name=name, password=password, client_ip=self.ip
             )
-            await AuditRepository(session).add(
-                "login", user_id=user.id, actor=user.name, detail="tcp chat", client_ip=self.ip
-            )
             role_ids = await UserRepository(session).role_ids(user.id)
-            return Principal(user.id, user.name, user.is_superuser, frozenset(role_ids))
+            principal = Principal(user.id, user.name, user.is_superuser, frozenset(role_ids))
+            allowed = await services.menus.permits(principal, TCP_NEED)
+            await AuditRepository(session).add(
+                "login" if allowed else "login_denied",
+                user_id=user.id,
+                actor=user.name,
+                detail="tcp chat" if allowed else f"tcp chat: needs {TCP_NEED}",
+                client_ip=self.ip,
+            )
+        if not allowed:
+            raise PermissionDenied(TCP_NEED)
+        return principal
 
     async def _chat(self) -> None:
         loop = asyncio.get_running_loop()

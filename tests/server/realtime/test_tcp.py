@@ -12,19 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from repositories.models import AuditEntry
 from repositories.users import UserRepository
+from server.admin import Admin
+from server.permissions import CHAT_USE, ORDERS_USE
+from server.principal import Principal
 from server.realtime.limits import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
 from server.realtime.tcp import LINE_LIMIT, TcpChatServer, render
 from server.services import Services
 from server.settings import Settings
 from tests.conftest import make_settings
+from tests.grants import grant, grant_in_session
 
 TIMEOUT = 10.0
 """The longest any single wait in these tests may take."""
 HOST = "127.0.0.1"
 PASSWORD = "correct horse battery"
 GOODBYE = "* server shutting down, goodbye"
+REFUSED_CHAT = "! your roles do not grant the permission chat.use; goodbye"
 
 
 @pytest.fixture
@@ -33,12 +40,21 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     return make_settings(tmp_path, sqlite_url, password_time_cost=1, password_memory_kib=8 * 1024)
 
 
-async def add_user(services: Services, name: str, password: str = PASSWORD) -> None:
-    """Register ``name`` the way the API does."""
+async def add_user(
+    services: Services,
+    name: str,
+    password: str = PASSWORD,
+    *,
+    permissions: tuple[str, ...] = (CHAT_USE,),
+) -> None:
+    """Register ``name`` the way the API does, holding ``permissions`` (the TCP door needs
+    ``chat.use``; pass ``()`` for an account without it)."""
     async with services.sessions() as session, session.begin():
-        await UserRepository(session).add(
+        user = await UserRepository(session).add(
             name=name, password_hash=await services.passwords.hash(password)
         )
+        if permissions:
+            await grant_in_session(session, user.id, *permissions)
 
 
 class LineClient:
@@ -261,6 +277,55 @@ async def test_no_login_within_the_login_timeout_closes_the_connection(
     finally:
         await client.close()
     assert lines[-1] == "! no LOGIN within 0.2 seconds; goodbye"
+
+
+async def test_a_login_without_chat_use_is_refused_closed_and_says_nothing_in_the_room(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "bob")
+    await add_user(services, "alice", permissions=())
+    bob = await connect()
+    await bob.log_in("bob")
+
+    alice = await connect()
+    await alice.until("LOGIN")
+    await alice.send(f"LOGIN alice {PASSWORD}")
+    await alice.send("hello?")  # nothing after the refusal is read
+
+    assert await alice.rest() == [REFUSED_CHAT]
+    await bob.send("marker")
+    assert await bob.line() == "[lobby] bob: marker", "no join or message of alice before it"
+    assert await services.hub.online("lobby") == ["bob"]
+    async with services.sessions() as session:
+        audited = (
+            await session.execute(
+                select(AuditEntry.action, AuditEntry.detail).where(AuditEntry.actor == "alice")
+            )
+        ).all()
+    assert audited == [("login_denied", "tcp chat: needs chat.use")]
+
+
+async def test_a_role_that_gains_chat_use_lets_its_holder_in_once_the_change_is_published(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "alice", permissions=())
+    role_id = await grant(services, "alice", ORDERS_USE)
+    refused = await connect()
+    await refused.until("LOGIN")
+    await refused.send(f"LOGIN alice {PASSWORD}")
+    assert await refused.rest() == [REFUSED_CHAT]  # what alice's role set holds is now cached
+
+    async with services.sessions() as session, session.begin():
+        root = await UserRepository(session).add(
+            name="root", password_hash=await services.passwords.hash(PASSWORD), is_superuser=True
+        )
+        admin = Admin(session, Principal(root.id, root.name, True, frozenset()), client_ip=None)
+        await admin.set_role_permissions(role_id, {ORDERS_USE, CHAT_USE})
+    for event in admin.events:
+        await services.invalidation.publish(event)
+
+    alice = await connect()
+    assert (await alice.log_in("alice"))[-1] == "* online in lobby: alice"
 
 
 # --- chatting ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from tornado.iostream import IOStream
 from tornado.web import Application
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from server.permissions import PUBLIC, Requirement, route
 from server.realtime.ticker import HIGHEST, LOWEST, TICKS, TickerSocketHandler, tick_number
 from server.realtime.websocket import open_sockets
 from server.services import Services
@@ -173,10 +174,10 @@ class HeldTicker(TickerSocketHandler):
     ``open`` and ``on_close`` are recorded (and still run)."""
 
     def initialize(  # type: ignore[override]
-        self, services: Services, gate: Gate, calls: Calls
+        self, services: Services, need: Requirement, gate: Gate, calls: Calls
     ) -> None:
-        """Receive the services, the gate and the record."""
-        super().initialize(services)
+        """Receive the services, the route's requirement, the gate and the record."""
+        super().initialize(services, need)
         self.gate, self.calls = gate, calls
 
     async def prepare(self) -> None:
@@ -200,8 +201,16 @@ async def test_a_ticker_whose_client_dropped_before_open_starts_nothing(
     services: Services,
 ) -> None:
     gate, calls = Gate(), Calls()
-    route = ("/held", HeldTicker, {"services": services, "gate": gate, "calls": calls})
-    server, base_url = await serve_app(Application([route]))
+    held = route(
+        "/held",
+        HeldTicker,
+        {"services": services},
+        name="held",
+        need=PUBLIC,
+        gate=gate,
+        calls=calls,
+    )
+    server, base_url = await serve_app(Application([held]))
     try:
         await drop_during_handshake(base_url, "/held", gate)
         await asyncio.wait_for(calls.closed.wait(), WAIT)

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import pytest
@@ -26,6 +26,7 @@ from repositories.chat import ChatRepository
 from repositories.users import UserRepository
 from server.handlers.base import SESSION_COOKIE
 from server.logins import Login
+from server.permissions import CHAT_USE, ORDERS_USE
 from server.realtime import hub as hub_module
 from server.realtime.hub import encode
 from server.realtime.limits import MAX_TEXT_CHARS, RATE_BURST, REFUSALS_BEFORE_CLOSE
@@ -40,6 +41,7 @@ from server.realtime.websocket import (
 from server.services import Services
 from server.settings import Settings
 from tests.conftest import Client, make_settings
+from tests.grants import grant, grant_in_session
 from tests.server.handlers.test_user import PASSWORD, bearer, login, register
 from tests.server.realtime.conftest import (
     Calls,
@@ -63,19 +65,25 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
     return make_settings(tmp_path, sqlite_url, ws_origins=[PARTNER])
 
 
-LogIn = Callable[[str], Awaitable[str]]
+class LogIn(Protocol):
+    """Creates a user holding ``permissions`` and logs in; returns the session Cookie header."""
+
+    async def __call__(self, name: str, *, permissions: Sequence[str] = (CHAT_USE,)) -> str: ...
 
 
 @pytest.fixture
 def log_in(client: Client, services: Services) -> LogIn:
-    """Create a user and log in through the ``/login`` form; returns the session Cookie header."""
+    """Create a user (holding ``chat.use`` unless told otherwise) and log in through the
+    ``/login`` form; returns the session Cookie header."""
 
-    async def create_and_log_in(name: str) -> str:
+    async def create_and_log_in(name: str, *, permissions: Sequence[str] = (CHAT_USE,)) -> str:
         password = secrets.token_urlsafe(12)
         async with services.sessions() as session, session.begin():
-            await UserRepository(session).add(
+            user = await UserRepository(session).add(
                 name=name, password_hash=await services.passwords.hash(password)
             )
+            if permissions:
+                await grant_in_session(session, user.id, *permissions)
         return await form_login(client, name, password)
 
     return create_and_log_in
@@ -254,6 +262,46 @@ async def test_the_socket_accepts_its_own_host_over_http_or_https_and_configured
         socket = await connect(alice, origin=origin, headers={"Sec-Fetch-Site": "cross-site"})
         await socket.joined()
         socket.close()
+
+
+async def test_the_socket_refuses_a_logged_in_user_without_chat_use_with_403_and_joins_nothing(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    bob = await connect(await log_in("bob"))
+    await bob.joined()
+    no_role = await log_in("alice", permissions=())
+    other_permissions = await log_in("carol", permissions=(ORDERS_USE,))
+
+    codes = []
+    for cookie in (no_role, other_permissions):
+        for room in (None, "other"):
+            with pytest.raises(HTTPClientError) as refused:
+                await connect(cookie, room=room)
+            codes.append(refused.value.code)
+    _, before_marker = await bob.own_message("marker")
+
+    assert codes == [403, 403, 403, 403]
+    assert before_marker == [], "no join was announced"
+    assert await services.hub.online(ROOM) == ["bob"]
+    assert await services.hub.online("other") == []
+    assert len(open_sockets(services)) == 1
+    assert len(services.chat_sessions) == 1 and len(services.chat_pings) == 1
+
+
+async def test_granting_chat_use_later_lets_the_same_session_open_the_socket(
+    services: Services, connect: Connect, log_in: LogIn
+) -> None:
+    cookie = await log_in("alice", permissions=())
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(cookie)
+    assert refused.value.code == 403  # the login and what its roles hold are cached now
+
+    await grant(services, "alice", CHAT_USE)
+    socket = await connect(cookie)
+    _, between, presence = await socket.joined()
+
+    assert [(frame["type"], frame["user"]) for frame in between] == [("join", "alice")]
+    assert presence["users"] == ["alice"]
 
 
 def test_origin_allowed_compares_scheme_host_and_port() -> None:
@@ -820,9 +868,10 @@ async def test_logging_out_closes_that_sessions_sockets_with_4001_and_no_one_els
 
 
 async def test_revoking_the_browser_session_from_another_session_closes_its_socket_with_4001(
-    client: Client, connect: Connect
+    services: Services, client: Client, connect: Connect
 ) -> None:
     await register(client, "alice")
+    await grant(services, "alice", CHAT_USE)
     browser = await connect(await form_login(client, "alice", PASSWORD))
     await browser.joined()
     token = await login(client, "alice")
@@ -845,7 +894,7 @@ async def test_the_chat_pages_send_an_anonymous_visitor_to_the_login_form(client
         assert response.headers["Location"] == f"/login?{urlencode({'next': path})}"
 
 
-async def test_the_chat_pages_show_the_room_to_a_logged_in_user(
+async def test_the_chat_pages_show_the_room_to_a_user_holding_chat_use(
     client: Client, log_in: LogIn
 ) -> None:
     cookie = {"Cookie": await log_in("alice")}
@@ -859,6 +908,17 @@ async def test_the_chat_pages_show_the_room_to_a_logged_in_user(
     assert "/s/js/chat.js" in chat.text and "<title>聊天室" in chat.text
     assert 'data-room="客服"' in robbit.text and "<title>客服在线" in robbit.text
     assert 'data-room="lobby"' in odd.text and HOSTILE not in odd.text
+
+
+async def test_the_chat_pages_answer_403_to_a_logged_in_user_without_chat_use(
+    client: Client, log_in: LogIn
+) -> None:
+    for name, permissions in (("alice", ()), ("carol", (ORDERS_USE,))):
+        cookie = {"Cookie": await log_in(name, permissions=permissions)}
+        for path in ("/chat", "/robbit?room=客服"):
+            page = await client.get(path, headers=cookie)
+            assert page.status == 403, (name, path)
+            assert "/s/js/chat.js" not in page.text and "data-room" not in page.text
 
 
 async def test_the_ticker_page_is_open_to_everyone(client: Client) -> None:
