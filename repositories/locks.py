@@ -9,8 +9,9 @@ therefore made by one transaction at a time, on both backends.
 
 from __future__ import annotations
 
-from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.models import AppLock
@@ -30,8 +31,20 @@ async def hold(session: AsyncSession, name: str = ADMIN_LOCK) -> None:
     result = await session.execute(statement)
     if getattr(result, "rowcount", 1):
         return
-    try:
-        async with session.begin_nested():
-            await session.execute(insert(AppLock).values(name=name, generation=1))
-    except IntegrityError:
-        await session.execute(statement)  # created meanwhile by another transaction
+    # No row yet (e.g. deleted): create it with an upsert. An INSERT whose duplicate-key error
+    # is caught would leave each loser a shared lock on the row (InnoDB keeps it past the
+    # savepoint) that its UPDATE must upgrade: two losers deadlock. The upsert waits for the
+    # exclusive lock directly.
+    values = {"name": name, "generation": 1}
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        mysql_upsert = mysql_insert(AppLock).values(values)
+        await session.execute(
+            mysql_upsert.on_duplicate_key_update(generation=AppLock.generation + 1)
+        )
+    else:
+        sqlite_upsert = sqlite_insert(AppLock).values(values)
+        await session.execute(
+            sqlite_upsert.on_conflict_do_update(
+                index_elements=[AppLock.name], set_={"generation": AppLock.generation + 1}
+            )
+        )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound, Unprocessable
@@ -250,9 +250,15 @@ class MenuRepository:
             levels.append(below)
         doomed = [menu for level in levels for menu in level]
         await self.session.execute(delete(role_menu).where(role_menu.c.menu_id.in_(doomed)))
-        # Deepest level first: InnoDB checks the parent foreign key row by row.
-        for level in reversed(levels):
-            await self.session.execute(delete(Menu).where(Menu.id.in_(level)))
+        # Unlink before deleting: InnoDB checks the parent foreign key row by row, and rows
+        # that loop (older data) have no deepest level to delete first.
+        await self.session.execute(
+            update(Menu)
+            .where(Menu.id.in_(doomed))
+            .values(parent_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(delete(Menu).where(Menu.id.in_(doomed)))
         await self.session.flush()
         return doomed
 

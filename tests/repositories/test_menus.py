@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from repositories.errors import Conflict, NotFound
-from repositories.menus import MenuNode, MenuRepository, build_tree
+from repositories.errors import Conflict, NotFound, Unprocessable
+from repositories.menus import MAX_DEPTH, MenuNode, MenuRepository, build_tree, link_tree
 from repositories.models import Menu, role_menu
 from repositories.roles import RoleRepository
 from tests.repositories.conftest import NO_SUCH_ID, recorded_statements
@@ -440,3 +440,106 @@ def test_build_tree_returns_fresh_nodes_and_leaves_its_input_alone() -> None:
     assert tree[0] is not given[0]
     assert given[0].children == []
     assert shape(tree) == [("root", [("child", [])])]
+
+
+def depth_of(nodes: Sequence[MenuNode]) -> int:
+    """How many levels a forest spans, measured without recursion."""
+    depth, level = 0, list(nodes)
+    while level:
+        depth += 1
+        level = [child for node in level for child in node.children]
+    return depth
+
+
+def test_link_tree_leaves_out_nodes_deeper_than_max_depth() -> None:
+    chain = [node(1, "1", None)] + [node(i, str(i), i - 1) for i in range(2, MAX_DEPTH + 6)]
+
+    tree = link_tree(chain)
+
+    assert depth_of(tree) == MAX_DEPTH
+    [root] = tree
+    assert root.id == 1
+
+
+def test_link_tree_measures_depth_the_same_whatever_the_input_order() -> None:
+    deepest_first = [node(i, str(i), i - 1) for i in range(MAX_DEPTH + 3, 1, -1)]
+
+    tree = link_tree([*deepest_first, node(1, "1", None)])
+
+    assert depth_of(tree) == MAX_DEPTH
+
+
+def test_link_tree_leaves_out_cycles_and_what_hangs_below_them_but_keeps_the_rest() -> None:
+    nodes = [
+        node(1, "Home", None),
+        node(2, "News", 1),
+        node(3, "A", 4),  # 3 and 4 are each other's parent: older data only
+        node(4, "B", 3),
+        node(5, "Under A", 3),
+        node(6, "Itself", 6),
+    ]
+
+    assert shape(link_tree(nodes)) == [("Home", [("News", [])])]
+
+
+async def set_parent(session: AsyncSession, menu_id: int, parent_id: int | None) -> None:
+    """Write a parent straight into the table, as older versions could (no checks)."""
+    await session.execute(update(Menu).where(Menu.id == menu_id).values(parent_id=parent_id))
+
+
+async def test_get_tree_of_rows_that_loop_is_finite(session: AsyncSession) -> None:
+    menus = MenuRepository(session)
+    await menus.add(title="Home")
+    a, b = await add_chain(menus, "A", "B")
+    await set_parent(session, a.id, b.id)
+    await session.commit()
+
+    assert shape(await menus.get_tree()) == [("Home", [])]
+
+
+async def test_deleting_with_cascade_menus_that_loop_terminates_and_removes_them(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    menus = MenuRepository(session)
+    home = await menus.add(title="Home")
+    a, b, c = await add_chain(menus, "A", "B", "C")
+    await set_parent(session, a.id, c.id)  # A -> C -> B -> A
+    await session.commit()
+
+    deleted = await menus.delete(a.id, cascade=True)
+    await session.commit()
+
+    assert sorted(deleted) == sorted([a.id, b.id, c.id])
+    async with sessions() as fresh:
+        assert [menu.id for menu in await MenuRepository(fresh).list()] == [home.id]
+
+
+async def test_a_menu_may_be_created_exactly_max_depth_deep_but_not_deeper(
+    session: AsyncSession,
+) -> None:
+    menus = MenuRepository(session)
+    chain = await add_chain(menus, *(f"level {i}" for i in range(1, MAX_DEPTH + 1)))
+
+    with pytest.raises(Unprocessable) as refused:
+        await menus.add(title="too deep", parent_id=chain[-1].id)
+
+    assert (refused.value.code, refused.value.status) == ("menu_too_deep", 422)
+    assert await menus.count() == MAX_DEPTH
+    assert depth_of(await menus.get_tree()) == MAX_DEPTH
+
+
+async def test_moving_a_subtree_is_refused_when_its_leaves_would_pass_max_depth(
+    session: AsyncSession,
+) -> None:
+    menus = MenuRepository(session)
+    chain = await add_chain(menus, *(f"level {i}" for i in range(1, MAX_DEPTH + 1)))
+    top, _leaf = await add_chain(menus, "Top", "Leaf")
+
+    with pytest.raises(Unprocessable) as refused:
+        await menus.update(top.id, {"parent_id": chain[-2].id})  # Leaf would sit at 33
+
+    assert refused.value.code == "menu_too_deep"
+    assert (await menus.get(top.id)).parent_id is None
+    moved = await menus.update(top.id, {"parent_id": chain[-3].id})  # Leaf at exactly 32
+    assert moved.parent_id == chain[-3].id
+    assert depth_of(await menus.get_tree()) == MAX_DEPTH

@@ -1,4 +1,5 @@
-"""RoleRepository: CRUD, unique names, menu grants, and deletes the database cascades."""
+"""RoleRepository: CRUD, unique names, menu and permission grants, and deletes the database
+cascades."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from repositories.errors import Conflict, NotFound
 from repositories.menus import MenuRepository
-from repositories.models import role_menu, user_role
+from repositories.models import role_menu, role_permission, user_role
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
 from tests.repositories.conftest import NO_SUCH_ID
@@ -103,6 +104,9 @@ async def test_updating_a_field_that_is_not_a_role_field_is_refused(session: Asy
         pytest.param(lambda roles: roles.update(NO_SUCH_ID, {"description": "x"}), id="update"),
         pytest.param(lambda roles: roles.delete(NO_SUCH_ID), id="delete"),
         pytest.param(lambda roles: roles.set_menus(NO_SUCH_ID, []), id="set_menus"),
+        pytest.param(
+            lambda roles: roles.set_permissions(NO_SUCH_ID, ["chat.use"]), id="set_permissions"
+        ),
     ],
 )
 async def test_an_unknown_role_is_not_found(session: AsyncSession, call: Any) -> None:
@@ -227,3 +231,73 @@ async def test_the_grants_of_many_roles_are_read_in_one_call(session: AsyncSessi
     grants = await roles.menu_ids_by_role([reader.id, writer.id, idle.id])
     assert grants == {reader.id: {home.id}, writer.id: {home.id, docs.id}}
     assert await roles.menu_ids_by_role([]) == {}
+
+
+async def test_set_permissions_replaces_the_permissions_a_role_grants(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    roles = RoleRepository(session)
+    seller = await roles.add(name="seller")
+    auditor = await roles.add(name="auditor")
+    await roles.set_permissions(auditor.id, ["audit.view"])
+
+    assert await roles.set_permissions(seller.id, ["chat.use", "orders.use"]) == {
+        "chat.use",
+        "orders.use",
+    }
+    assert await roles.set_permissions(
+        seller.id, ["orders.use", "downloads.use", "orders.use"]
+    ) == {
+        "orders.use",
+        "downloads.use",
+    }
+    await session.commit()
+
+    async with sessions() as fresh:
+        assert await RoleRepository(fresh).permissions(seller.id) == {"orders.use", "downloads.use"}
+        assert await RoleRepository(fresh).permissions(auditor.id) == {"audit.view"}
+    assert await roles.set_permissions(seller.id, []) == set()
+    assert await roles.permissions(seller.id) == set()
+    assert await roles.permissions(auditor.id) == {"audit.view"}
+
+
+async def test_the_permissions_of_many_roles_are_read_in_one_call(session: AsyncSession) -> None:
+    roles = RoleRepository(session)
+    agent = await roles.add(name="agent")
+    customer = await roles.add(name="customer")
+    idle = await roles.add(name="idle")
+    await roles.set_permissions(agent.id, ["chat.use", "orders.lookup"])
+    await roles.set_permissions(customer.id, ["chat.use", "orders.use"])
+
+    by_role = await roles.permissions_by_role([agent.id, customer.id, idle.id, NO_SUCH_ID])
+
+    assert by_role == {
+        agent.id: {"chat.use", "orders.lookup"},
+        customer.id: {"chat.use", "orders.use"},
+    }
+    assert await roles.permissions_by_role([]) == {}
+    assert await roles.permissions_granted_to_roles([agent.id, customer.id]) == {
+        "chat.use",
+        "orders.lookup",
+        "orders.use",
+    }
+    assert await roles.permissions_granted_to_roles([idle.id]) == set()
+    assert await roles.permissions_granted_to_roles([]) == set()
+
+
+async def test_deleting_a_role_removes_its_permission_grants_through_foreign_keys(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    roles = RoleRepository(session)
+    agent = await roles.add(name="agent")
+    customer = await roles.add(name="customer")
+    await roles.set_permissions(agent.id, ["chat.use", "orders.lookup"])
+    await roles.set_permissions(customer.id, ["chat.use"])
+    await session.commit()
+
+    await roles.delete(agent.id)
+    await session.commit()
+
+    async with sessions() as fresh:
+        rows = await fresh.execute(select(role_permission.c.role_id, role_permission.c.permission))
+        assert {(role_id, code) for role_id, code in rows} == {(customer.id, "chat.use")}
