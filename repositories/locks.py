@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from repositories.models import AppLock
 
@@ -31,20 +31,23 @@ async def hold(session: AsyncSession, name: str = ADMIN_LOCK) -> None:
     result = await session.execute(statement)
     if getattr(result, "rowcount", 1):
         return
-    # No row yet (e.g. deleted): create it with an upsert. An INSERT whose duplicate-key error
-    # is caught would leave each loser a shared lock on the row (InnoDB keeps it past the
-    # savepoint) that its UPDATE must upgrade: two losers deadlock. The upsert waits for the
-    # exclusive lock directly.
-    values = {"name": name, "generation": 1}
+    # No row yet (someone deleted it). SQLite: this transaction already holds the one write
+    # lock, so an upsert here is safe. MariaDB: an INSERT racing others inside the transaction
+    # leaves each loser a shared lock that its UPDATE must upgrade, and two losers deadlock; so
+    # the row is created in a short transaction of its own (READ COMMITTED took no gap lock
+    # for the empty UPDATE, nothing waits), then locked like any other time.
+    values = {"name": name, "generation": 0}
     if session.get_bind().dialect.name in ("mysql", "mariadb"):
-        mysql_upsert = mysql_insert(AppLock).values(values)
-        await session.execute(
-            mysql_upsert.on_duplicate_key_update(generation=AppLock.generation + 1)
+        engine = session.bind
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("hold() needs a session bound to an AsyncEngine")
+        async with engine.begin() as connection:
+            await connection.execute(mysql_insert(AppLock).values(values).prefix_with("IGNORE"))
+        await session.execute(statement)
+        return
+    sqlite_upsert = sqlite_insert(AppLock).values(values)
+    await session.execute(
+        sqlite_upsert.on_conflict_do_update(
+            index_elements=[AppLock.name], set_={"generation": AppLock.generation + 1}
         )
-    else:
-        sqlite_upsert = sqlite_insert(AppLock).values(values)
-        await session.execute(
-            sqlite_upsert.on_conflict_do_update(
-                index_elements=[AppLock.name], set_={"generation": AppLock.generation + 1}
-            )
-        )
+    )

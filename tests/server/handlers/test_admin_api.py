@@ -17,15 +17,26 @@ from repositories.menus import MenuRepository
 from repositories.models import AuthToken, Menu, role_menu
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
-from server.admin import ADMIN_MENU_URLS
 from server.app import make_app
 from server.invalidation import Event
+from server.permissions import (
+    ADMIN_PERMISSIONS,
+    MENUS_VIEW,
+    PERMISSIONS,
+    ROLES_CHANGE,
+    ROLES_VIEW,
+    USERS_CHANGE,
+    USERS_VIEW,
+)
 from server.services import Services, open_services
 from tests.conftest import Client, Response, make_settings, serve_app, service_url
 from tests.server.handlers.test_user import PASSWORD, bearer, login, make_superuser, register
 
 NO_SUCH_ID = 2**31 - 1
 ADMIN_API_PREFIXES = ("/api/menus", "/api/roles", "/api/users")
+ADMIN_MENUS = {"/admin/menus": MENUS_VIEW, "/admin/roles": ROLES_VIEW, "/admin/users": USERS_VIEW}
+"""The admin pages' menus and the permission each names (it decides who sees the link, and
+nothing else: access comes from the permission)."""
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -65,21 +76,30 @@ async def add_menus(services: Services, *specs: dict[str, Any]) -> list[int]:
 
 
 async def add_admin_menus(services: Services) -> dict[str, int]:
-    """An "Admin" root with one child per admin page; their ids keyed by url."""
+    """An "Admin" root with one child per admin page, each naming the permission its page
+    needs; their ids keyed by url."""
     specs: list[dict[str, Any]] = [{"title": "Admin"}]
-    specs += [{"title": url.rsplit("/", 1)[-1], "url": url, "parent": 0} for url in ADMIN_MENU_URLS]
+    specs += [
+        {"title": url.rsplit("/", 1)[-1], "url": url, "permission": need, "parent": 0}
+        for url, need in ADMIN_MENUS.items()
+    ]
     ids = await add_menus(services, *specs)
-    return dict(zip(ADMIN_MENU_URLS, ids[1:], strict=True))
+    return dict(zip(ADMIN_MENUS, ids[1:], strict=True))
 
 
 async def add_role(
-    services: Services, name: str, menu_ids: Iterable[int], holders: Iterable[str] = ()
+    services: Services,
+    name: str,
+    menu_ids: Iterable[int],
+    holders: Iterable[str] = (),
+    permissions: Iterable[str] = (),
 ) -> int:
-    """A role granting ``menu_ids``, given to the users named ``holders``."""
+    """A role granting ``menu_ids`` and ``permissions``, given to the users named ``holders``."""
     async with services.sessions() as session, session.begin():
         roles = RoleRepository(session)
         role = await roles.add(name=name)
         await roles.set_menus(role.id, menu_ids)
+        await roles.set_permissions(role.id, permissions)
         users = UserRepository(session)
         for holder in holders:
             user = await users.get_by_name(holder)
@@ -137,6 +157,7 @@ ADMIN_CALLS: list[tuple[str, str, Any]] = [
     ("PATCH", "/api/roles/1", {"name": "x"}),
     ("DELETE", "/api/roles/1", None),
     ("PUT", "/api/roles/1/menus", {"menu_ids": []}),
+    ("PUT", "/api/roles/1/permissions", {"permissions": []}),
     ("GET", "/api/users", None),
     ("GET", "/api/users/1", None),
     ("PATCH", "/api/users/1", {"is_active": False}),
@@ -157,17 +178,19 @@ async def test_anonymous_callers_are_401_on_every_admin_route(
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_CALLS, ids=CALL_IDS)
-async def test_a_user_without_the_admin_menu_is_403_and_changes_nothing(
+async def test_a_user_without_the_permission_is_403_and_changes_nothing(
     client: Client, services: Services, method: str, path: str, body: Any
 ) -> None:
-    await add_admin_menus(services)
+    menus = await add_admin_menus(services)
     token = await member_token(client, "cxk")
+    role = await add_role(services, "sees-every-admin-menu", menus.values(), ["cxk"])
     response = await client.request(method, path, json_body=body, headers=bearer(token))
-    assert_error(response, 403, "forbidden")
+    assert_error(response, 403, "permission_required")
     assert await audit_actions(services) == ["register", "login"]
     async with services.sessions() as session:
-        assert await MenuRepository(session).count() == 1 + len(ADMIN_MENU_URLS)
-        assert await UserRepository(session).role_ids(await user_id(services, "cxk")) == set()
+        assert await MenuRepository(session).count() == 1 + len(ADMIN_MENUS)
+        assert await UserRepository(session).role_ids(await user_id(services, "cxk")) == {role}
+        assert await RoleRepository(session).permissions(role) == set()
 
 
 async def test_an_admin_of_roles_only_uses_roles_but_is_403_on_menus_and_users(
@@ -175,14 +198,24 @@ async def test_an_admin_of_roles_only_uses_roles_but_is_403_on_menus_and_users(
 ) -> None:
     menus = await add_admin_menus(services)
     token = await member_token(client, "rita")
-    await add_role(services, "role-admins", [menus["/admin/roles"]], ["rita"])
+    await add_role(
+        services, "role-admins", [menus["/admin/roles"]], ["rita"], [ROLES_VIEW, ROLES_CHANGE]
+    )
     assert (await client.get("/api/roles", headers=bearer(token))).status == 200
     created = await client.post("/api/roles", json_body={"name": "new"}, headers=bearer(token))
     assert created.status == 201, created.text
     for path in ("/api/menus", "/api/menus?flat=1", "/api/users", "/api/users/1"):
-        assert_error(await client.get(path, headers=bearer(token)), 403, "forbidden")
+        assert_error(await client.get(path, headers=bearer(token)), 403, "permission_required")
     refused = await client.post("/api/menus", json_body={"title": "x"}, headers=bearer(token))
-    assert_error(refused, 403, "forbidden")
+    assert_error(refused, 403, "permission_required")
+
+
+async def test_a_403_names_the_missing_permission(client: Client, services: Services) -> None:
+    token = await member_token(client, "cxk")
+    body = assert_error(
+        await client.get("/api/users", headers=bearer(token)), 403, "permission_required"
+    )
+    assert USERS_VIEW in body["msg"]
 
 
 async def test_an_invalid_token_is_401_not_403(client: Client, services: Services) -> None:
@@ -239,6 +272,7 @@ async def test_a_superuser_creates_reads_changes_and_deletes_a_menu(
         "parent_id": None,
         "sort": 2,
         "visible": True,
+        "permission": None,
     }
     path = f"/api/menus/{menu['id']}"
     assert (await client.get(path, headers=auth)).json()["menu"] == menu
@@ -272,6 +306,7 @@ async def test_patch_changes_only_the_fields_sent_and_null_parent_makes_a_root(
         "parent_id": parent,
         "sort": 1,
         "visible": True,
+        "permission": None,
     }
     cleared = await client.request(
         "PATCH",
@@ -541,7 +576,13 @@ async def test_a_role_is_created_read_renamed_granted_and_deleted(
     )
     assert created.status == 201, created.text
     role = created.json()["role"]
-    assert role == {"id": role["id"], "name": "editors", "description": "edit", "menu_ids": []}
+    assert role == {
+        "id": role["id"],
+        "name": "editors",
+        "description": "edit",
+        "menu_ids": [],
+        "permissions": [],
+    }
     path = f"/api/roles/{role['id']}"
 
     granted = await client.request(
@@ -569,6 +610,76 @@ async def test_a_role_is_created_read_renamed_granted_and_deleted(
     deleted = await client.request("DELETE", path, headers=auth)
     assert deleted.json() == {"msg": "success"}
     assert_error(await client.get(path, headers=auth), 404, "role_not_found")
+
+
+async def test_a_superuser_replaces_the_permissions_a_role_grants(
+    client: Client, services: Services, root: str
+) -> None:
+    role = await add_role(services, "staff", [], permissions=[USERS_VIEW])
+    path = f"/api/roles/{role}/permissions"
+    granted = await client.request(
+        "PUT",
+        path,
+        json_body={"permissions": [USERS_CHANGE, ROLES_VIEW, USERS_CHANGE]},
+        headers=bearer(root),
+    )
+    assert granted.status == 200, granted.text
+    assert granted.json()["role"]["permissions"] == sorted([ROLES_VIEW, USERS_CHANGE])
+    read = (await client.get(f"/api/roles/{role}", headers=bearer(root))).json()["role"]
+    assert read["permissions"] == sorted([ROLES_VIEW, USERS_CHANGE])
+    emptied = await client.request("PUT", path, json_body={"permissions": []}, headers=bearer(root))
+    assert emptied.json()["role"]["permissions"] == []
+    assert "role_permissions_set" in await audit_actions(services)
+
+
+@pytest.mark.parametrize(
+    "body", [{"permissions": ["users.everything"]}, {"permissions": "users.view"}, {}]
+)
+async def test_an_unknown_permission_code_is_422_and_grants_nothing(
+    client: Client, services: Services, root: str, body: Any
+) -> None:
+    role = await add_role(services, "staff", [], permissions=[USERS_VIEW])
+    response = await client.request(
+        "PUT", f"/api/roles/{role}/permissions", json_body=body, headers=bearer(root)
+    )
+    assert response.status == 422, response.text
+    async with services.sessions() as session:
+        assert await RoleRepository(session).permissions(role) == {USERS_VIEW}
+
+
+async def test_the_permission_registry_is_listed_for_any_logged_in_user(
+    client: Client, services: Services
+) -> None:
+    token = await member_token(client, "cxk")
+    listed = (await client.get("/api/permissions", headers=bearer(token))).json()
+    assert [item["code"] for item in listed["items"]] == list(PERMISSIONS)
+    assert listed["count"] == len(PERMISSIONS)
+    assert all(item["meaning"] and item["meaning_zh"] for item in listed["items"])
+    assert_error(await client.get("/api/permissions"), 401, "not_authenticated")
+
+
+async def test_a_menu_naming_a_permission_is_shown_only_to_its_holders(
+    client: Client, services: Services, root: str
+) -> None:
+    created = await client.post(
+        "/api/menus",
+        json_body={"title": "Users", "url": "/admin/users", "permission": USERS_VIEW},
+        headers=bearer(root),
+    )
+    assert created.status == 201, created.text
+    menu = created.json()["menu"]
+    assert menu["permission"] == USERS_VIEW
+    unknown = await client.post(
+        "/api/menus", json_body={"title": "X", "permission": "users.all"}, headers=bearer(root)
+    )
+    assert error_fields(unknown) == {"permission"}
+    viewer = await member_token(client, "vera")
+    bystander = await member_token(client, "bob")
+    await add_role(services, "viewers", [menu["id"]], ["vera"], [USERS_VIEW])
+    await add_role(services, "menu-only", [menu["id"]], ["bob"])
+    seen = (await client.get("/user/me/menus", headers=bearer(viewer))).json()["menus"]
+    assert titles(seen) == ["Users"]
+    assert (await client.get("/user/me/menus", headers=bearer(bystander))).json()["menus"] == []
 
 
 async def test_roles_are_listed_by_name_each_with_its_own_menus(
@@ -894,7 +1005,7 @@ async def test_a_role_change_shows_on_the_users_next_me_and_my_menus(
     menus = await add_admin_menus(services)
     token = await member_token(client, "cxk")
     uid = await user_id(services, "cxk")
-    role = await add_role(services, "role-admins", [menus["/admin/roles"]])
+    role = await add_role(services, "role-admins", [menus["/admin/roles"]], (), [ROLES_VIEW])
     before = (await client.get("/user/me", headers=bearer(token))).json()
     assert (before["roles"], before["menus"]) == ([], [])
     assert (await client.get("/api/roles", headers=bearer(token))).status == 403
@@ -940,7 +1051,9 @@ async def test_an_admin_who_is_not_a_superuser_cannot_touch_superuser_status(
     menus = await add_admin_menus(services)
     token = await member_token(client, "uma")
     await register(client, "cxk")
-    await add_role(services, "user-admins", [menus["/admin/users"]], ["uma"])
+    await add_role(
+        services, "user-admins", [menus["/admin/users"]], ["uma"], [USERS_VIEW, USERS_CHANGE]
+    )
     uma, cxk, root_id = [await user_id(services, name) for name in ("uma", "cxk", "root")]
     attempts = [
         (uma, {"is_superuser": True}),
@@ -953,6 +1066,7 @@ async def test_an_admin_who_is_not_a_superuser_cannot_touch_superuser_status(
             "PATCH", f"/api/users/{target}", json_body=change, headers=bearer(token)
         )
         assert_error(response, 403, "superuser_required")
+    assert (await audit_actions(services)).count("admin_refused") == len(attempts)
     deactivated = await client.request(
         "PATCH", f"/api/users/{cxk}", json_body={"is_active": False}, headers=bearer(token)
     )
@@ -970,11 +1084,12 @@ async def test_an_admin_who_is_not_a_superuser_cannot_touch_superuser_status(
 async def role_admin(
     client: Client, services: Services, root: str
 ) -> tuple[str, int, dict[str, int]]:
-    """ "alice", admin of every admin page only through the role "admins": her token, the role's
-    id and the admin menus' ids by url (a superuser "root" exists too)."""
+    """ "alice", holder of every administration permission (and the admin menus) only through
+    the role "admins": her token, the role's id and the admin menus' ids by url (a superuser
+    "root" exists too)."""
     menus = await add_admin_menus(services)
     token = await member_token(client, "alice")
-    role = await add_role(services, "admins", menus.values(), ["alice"])
+    role = await add_role(services, "admins", menus.values(), ["alice"], ADMIN_PERMISSIONS)
     return token, role, menus
 
 
@@ -1000,20 +1115,20 @@ async def test_an_admin_cannot_remove_their_own_admin_role(
     await assert_alice_is_still_an_admin(client, services, token)
 
 
-async def test_an_admin_cannot_take_an_admin_menu_from_their_own_role(
+async def test_an_admin_cannot_take_an_admin_permission_from_their_own_role(
     client: Client, services: Services, role_admin: tuple[str, int, dict[str, int]]
 ) -> None:
-    token, role, menus = role_admin
+    token, role, _ = role_admin
     response = await client.request(
         "PUT",
-        f"/api/roles/{role}/menus",
-        json_body={"menu_ids": [menus["/admin/roles"], menus["/admin/users"]]},
+        f"/api/roles/{role}/permissions",
+        json_body={"permissions": sorted(ADMIN_PERMISSIONS - {MENUS_VIEW})},
         headers=bearer(token),
     )
     assert_error(response, 409, "own_admin_access")
-    assert "/admin/menus" in response.json()["msg"]
+    assert MENUS_VIEW in response.json()["msg"]
     async with services.sessions() as session:
-        assert await RoleRepository(session).menu_ids(role) == set(menus.values())
+        assert await RoleRepository(session).permissions(role) == ADMIN_PERMISSIONS
     await assert_alice_is_still_an_admin(client, services, token)
 
 
@@ -1026,32 +1141,27 @@ async def test_an_admin_cannot_delete_their_own_admin_role(
     await assert_alice_is_still_an_admin(client, services, token)
 
 
-async def test_an_admin_cannot_delete_the_admin_menu_they_depend_on(
+async def test_menus_decide_no_access_so_an_admin_may_repoint_or_delete_their_own(
     client: Client, services: Services, role_admin: tuple[str, int, dict[str, int]]
 ) -> None:
-    token, _, menus = role_admin
-    response = await client.request(
-        "DELETE", f"/api/menus/{menus['/admin/menus']}", headers=bearer(token)
-    )
-    assert_error(response, 409, "own_admin_access")
-    async with services.sessions() as session:
-        assert (await session.get(Menu, menus["/admin/menus"])) is not None
-    await assert_alice_is_still_an_admin(client, services, token)
-
-
-async def test_an_admin_cannot_change_the_url_of_the_admin_menu_they_depend_on(
-    client: Client, services: Services, role_admin: tuple[str, int, dict[str, int]]
-) -> None:
-    token, _, menus = role_admin
+    token, role, menus = role_admin
     for url in ("/admin/menus-old", None):
-        response = await client.request(
+        repointed = await client.request(
             "PATCH",
-            f"/api/menus/{menus['/admin/menus']}",
+            f"/api/menus/{menus['/admin/roles']}",
             json_body={"url": url},
             headers=bearer(token),
         )
-        assert_error(response, 409, "own_admin_access")
-    await assert_alice_is_still_an_admin(client, services, token)
+        assert repointed.status == 200, repointed.text
+    deleted = await client.request(
+        "DELETE", f"/api/menus/{menus['/admin/menus']}", headers=bearer(token)
+    )
+    assert deleted.status == 200, deleted.text
+    async with services.sessions() as session:
+        assert (await session.get(Menu, menus["/admin/menus"])) is None
+        assert await RoleRepository(session).permissions(role) == ADMIN_PERMISSIONS
+    for path in ("/api/menus", "/api/roles", "/api/users"):
+        assert (await client.get(path, headers=bearer(token))).status == 200, path
 
 
 async def test_an_admin_cannot_deactivate_themselves(
@@ -1162,12 +1272,12 @@ async def hide(client: Client, root: str, menu_id: int) -> None:
     assert response.status == 200, response.text
 
 
-async def test_a_hidden_menu_is_not_shown_but_still_grants_its_url(
+async def test_a_hidden_menu_is_not_shown_and_its_permission_still_works(
     client: Client, services: Services, root: str
 ) -> None:
     menus = await add_admin_menus(services)
     token = await member_token(client, "cxk")
-    await add_role(services, "role-admins", [menus["/admin/roles"]], ["cxk"])
+    await add_role(services, "role-admins", [menus["/admin/roles"]], ["cxk"], [ROLES_VIEW])
     mine = (await client.get("/user/me/menus", headers=bearer(token))).json()["menus"]
     assert titles(mine) == [("Admin", ["roles"])]
 
@@ -1188,7 +1298,13 @@ async def test_a_hidden_menu_leaves_its_visible_granted_siblings_and_their_paren
 ) -> None:
     menus = await add_admin_menus(services)
     token = await member_token(client, "cxk")
-    await add_role(services, "staff", [menus["/admin/roles"], menus["/admin/users"]], ["cxk"])
+    await add_role(
+        services,
+        "staff",
+        [menus["/admin/roles"], menus["/admin/users"]],
+        ["cxk"],
+        [ROLES_VIEW, USERS_VIEW],
+    )
     await hide(client, root, menus["/admin/roles"])
     mine = (await client.get("/user/me/menus", headers=bearer(token))).json()["menus"]
     assert titles(mine) == [("Admin", ["users"])]
@@ -1211,6 +1327,12 @@ async def test_every_change_through_the_api_is_audited(
         "PUT", f"/api/roles/{role['id']}/menus", json_body={"menu_ids": [menu["id"]]}, headers=auth
     )
     await client.request(
+        "PUT",
+        f"/api/roles/{role['id']}/permissions",
+        json_body={"permissions": [USERS_VIEW]},
+        headers=auth,
+    )
+    await client.request(
         "PUT", f"/api/users/{uid}/roles", json_body={"role_ids": [role["id"]]}, headers=auth
     )
     await client.request("PATCH", f"/api/users/{uid}", json_body={"is_active": False}, headers=auth)
@@ -1230,6 +1352,7 @@ async def test_every_change_through_the_api_is_audited(
         "role_created",
         "role_updated",
         "role_menus_set",
+        "role_permissions_set",
         "user_roles_set",
         "user_updated",
         "user_sessions_revoked",
@@ -1255,6 +1378,11 @@ DOCUMENTED: dict[tuple[str, str], tuple[str | None, str, set[int]]] = {
     ("/api/roles/{role_id}", "patch"): ("RoleUpdate", "RoleResponse", {401, 403, 404, 409, 422}),
     ("/api/roles/{role_id}", "delete"): (None, "Success", {401, 403, 404, 409}),
     ("/api/roles/{role_id}/menus", "put"): ("RoleMenus", "RoleResponse", {401, 403, 404, 409, 422}),
+    ("/api/roles/{role_id}/permissions", "put"): (
+        "RolePermissions",
+        "RoleResponse",
+        {401, 403, 404, 409, 422},
+    ),
     ("/api/users", "get"): (None, "UserPage", {401, 403, 422}),
     ("/api/users/{user_id}", "get"): (None, "UserAdminResponse", {401, 403, 404}),
     ("/api/users/{user_id}", "patch"): (

@@ -10,8 +10,10 @@ import pytest
 
 from repositories.orders import OrderRepository
 from repositories.users import UserRepository
+from server.permissions import ORDERS_USE
 from server.services import Services
 from tests.conftest import Client, Response
+from tests.grants import grant
 from tests.server.handlers.test_admin_api import assert_error
 from tests.server.handlers.test_admin_pages import Browser
 from tests.server.handlers.test_user import PASSWORD, bearer, login, register
@@ -33,9 +35,10 @@ async def place(services: Services, name: str, goods: str, count: int = 1) -> li
 
 
 @pytest.fixture
-async def alice(client: Client) -> str:
-    """The token of alice, who has no orders yet."""
+async def alice(client: Client, services: Services) -> str:
+    """The token of alice, who may use orders and has none yet."""
     await register(client, "alice")
+    await grant(services, "alice", ORDERS_USE)
     return await login(client, "alice")
 
 
@@ -84,6 +87,22 @@ async def test_the_api_lists_only_the_callers_orders_newest_first(
 async def test_the_api_needs_a_login(client: Client) -> None:
     assert_error(await client.get("/api/orders"), 401, "not_authenticated")
     assert_error(await client.get("/api/orders", headers=bearer("nope")), 401, "invalid_token")
+
+
+async def test_a_user_whose_roles_do_not_grant_orders_use_is_403(
+    client: Client, services: Services
+) -> None:
+    await register(client, "bob")
+    (bobs,) = await place(services, "bob", "abacus")
+    token = await login(client, "bob")
+
+    assert_error(await client.get("/api/orders", headers=bearer(token)), 403, "permission_required")
+    assert_error(await act(client, token, 1, bobs), 403, "permission_required")
+    browser = Browser(client)
+    await browser.login("bob", PASSWORD)
+    assert (await browser.get("/orders")).status == 403
+    await grant(services, "bob", ORDERS_USE)
+    assert (await listed(client, token))["items"][0]["status"] == "placed"
 
 
 async def test_the_orders_page_lists_the_callers_orders_escaped(
@@ -207,6 +226,7 @@ async def test_an_unknown_or_another_users_order_is_404(
     assert_error(await act(client, alice, action, order_id, body), 404, "order_not_found")
     get = await client.get(f"/order/{action}/{order_id}", headers={**bearer(alice), **JSON})
     assert_error(get, 404, "order_not_found")
+    await grant(services, "bob", ORDERS_USE)
     bob = await login(client, "bob")
     assert (await listed(client, bob))["items"][0] | {"created_at": None, "goods_id": 0} == {
         "id": bobs,
