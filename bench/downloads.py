@@ -4,7 +4,9 @@ A local upstream process (``python -m bench.downloads PORT``, on the load core) 
 ``/slow`` with 1 MiB after a 2 s wait. One ``mservices serve`` process (SQLite, on the server
 core, ``MSERVICES_DOWNLOAD_ALLOW=127.0.0.1`` and a concurrency cap of at least the download count)
 is asked through ``POST /api/downloads`` to start ``count`` downloads at once (200; 20 with
-``--smoke``), with a token already used once (so its login is cached, as for a real client).
+``--smoke``), with a token already used once (so its login is cached, as for a real client), by
+``bench-downloads``, whom ``bench.seed`` grants ``downloads.use`` (its quotas are raised to
+``count``).
 While they run, a pinger process (``python -m bench.downloads ping URL``, on the load core, so the
 burst of POSTs here never delays its clock) sends ``GET /healthz`` one after the other over one
 keep-alive connection and records each latency, until every download has finished;
@@ -207,6 +209,10 @@ def run(smoke: bool) -> DownloadsResult:
         extra_env = {
             "MSERVICES_DOWNLOAD_ALLOW": "127.0.0.1",
             "MSERVICES_DOWNLOAD_CONCURRENCY": str(max(count, 200)),
+            # one bench user starts them all: its quotas must not be what is measured
+            "MSERVICES_DOWNLOAD_USER_CONCURRENCY": str(count),
+            "MSERVICES_DOWNLOAD_USER_DAILY": str(count),
+            "MSERVICES_DOWNLOAD_DISK_MAX_BYTES": str(2 * count * BODY_BYTES),
             "MSERVICES_DOWNLOAD_TIMEOUT_SECONDS": "120",
         }
         try:

@@ -60,7 +60,7 @@ class RoleRead(Schema):
     name: str
     description: str | None
     menu_ids: list[int]
-    permissions: list[str] = []
+    permissions: list[str] = Field(default_factory=list)
 
 
 class RoleResponse(Schema):

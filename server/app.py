@@ -8,8 +8,8 @@ from pathlib import Path
 from tornado.web import Application, RequestHandler
 
 from server.handlers.errors import NotFoundHandler
-from server.permissions import PUBLIC, requires
 from server.logs import REQUEST_FIELD
+from server.permissions import PUBLIC, requires
 from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL, open_sockets
 from server.routes import build_routes, file_routes
 from server.services import Services

@@ -1,10 +1,11 @@
-"""Background work: fire-and-forget coroutines that are still tracked, logged and drained."""
+"""Background work: fire-and-forget coroutines that are still tracked, logged and drained, and
+periodic work that runs until shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("mservices")
@@ -15,6 +16,7 @@ class Background:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._periodic: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background."""
@@ -23,8 +25,29 @@ class Background:
         task.add_done_callback(self._finished)
         return task
 
+    def every(
+        self,
+        interval: float,
+        work: Callable[[], Awaitable[object]],
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> asyncio.Task[None]:
+        """Run ``work()`` now, then ``interval`` seconds after each run ends, until the task is
+        cancelled or ``drain`` stops it; a failed run is logged and the next one still comes.
+        ``sleep`` waits between runs (tests pass their own). Not counted by ``len``, which is
+        the one-off work still running."""
+        task = asyncio.ensure_future(self._repeat(interval, work, sleep))
+        self._periodic.add(task)
+        task.add_done_callback(self._periodic.discard)
+        return task
+
     async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for running work, then cancel what is left."""
+        """Stop the periodic work; wait up to ``timeout`` seconds for running one-off work, then
+        cancel what is left."""
+        for periodic in self._periodic:
+            periodic.cancel()
+        if self._periodic:
+            await asyncio.wait(set(self._periodic), timeout=1)
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
@@ -35,6 +58,19 @@ class Background:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    @staticmethod
+    async def _repeat(
+        interval: float,
+        work: Callable[[], Awaitable[object]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.warning("periodic work failed", exc_info=True)
+            await sleep(interval)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -73,7 +73,9 @@ PERMISSIONS: Final[Mapping[str, Permission]] = MappingProxyType(
                 "have the server download files for you, within the quotas",
                 "让服务器代为下载文件（受配额限制）",
             ),
-            Permission(CHAT_USE, "chat over the WebSocket and the TCP door", "使用聊天室（网页与 TCP）"),
+            Permission(
+                CHAT_USE, "chat over the WebSocket and the TCP door", "使用聊天室（网页与 TCP）"
+            ),
         )
     }
 )

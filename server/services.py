@@ -33,7 +33,11 @@ from server.security.passwords import PasswordHasher
 from server.security.throttle import (
     LoginThrottle,
     MemoryLoginThrottle,
+    MemorySignupThrottle,
     RedisLoginThrottle,
+    RedisSignupThrottle,
+    SignupPolicy,
+    SignupThrottle,
     ThrottlePolicy,
 )
 from server.settings import Settings, load_cookie_secret
@@ -55,6 +59,8 @@ class Services:
     logins: LoginResolver
     login_cache: LoginCache
     throttle: LoginThrottle
+    signups: SignupThrottle
+    """Registrations per client IP (``POST /user``)."""
     invalidation: Invalidation
     redis: Redis | None
     cookie_secret: str
@@ -121,6 +127,14 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         if redis is not None
         else MemoryLoginThrottle(policy)
     )
+    signup_policy = SignupPolicy(
+        per_ip=settings.signup_per_ip, window_seconds=settings.signup_window_seconds
+    )
+    signups: SignupThrottle = (
+        RedisSignupThrottle(redis, signup_policy, prefix=f"{settings.redis_prefix}:signup:")
+        if redis is not None
+        else MemorySignupThrottle(signup_policy)
+    )
     invalidation = Invalidation(redis, channel=f"{settings.redis_prefix}:invalidate")
     login_cache = LoginCache()
     menus = MenuAccess(sessions)
@@ -150,7 +164,7 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
     if isinstance(bus, RedisBus):
         # After presence.resync (registered first): members everywhere get the rewritten list.
         bus.on_resync(hub.resync)
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -169,11 +183,14 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         ),
         login_cache=login_cache,
         throttle=throttle,
+        signups=signups,
         invalidation=invalidation,
         redis=redis,
         cookie_secret=load_cookie_secret(settings),
         background=background,
         hub=hub,
         chat_sessions=chat_sessions,
-        downloads=DownloadManager.from_settings(settings),
+        downloads=DownloadManager.from_settings(settings, sessions),
     )
+    services.downloads.start_expiry(background)  # expired saved files: now, then hourly
+    return services

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Failures are forgotten after this long without one."
     )
 
+    signup_role: str = Field(
+        default="",
+        max_length=64,
+        description="The role a self-registered user receives (empty: none).",
+    )
+    signup_per_ip: int = Field(
+        default=10, ge=1, description="Registrations one client IP may make per window."
+    )
+    signup_window_seconds: float = Field(
+        default=3600.0, gt=0, description="The sliding window of signup_per_ip."
+    )
+
     password_time_cost: int = Field(default=2, ge=1, le=20)
     password_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024, le=1024 * 1024)
     password_parallelism: int = Field(default=1, ge=1, le=16)
@@ -101,6 +113,18 @@ class Settings(BaseSettings):
     )
     download_concurrency: int = Field(
         default=10, ge=1, le=10000, description="Downloads running at once; as many more queue."
+    )
+    download_user_concurrency: int = Field(
+        default=3, ge=1, le=10000, description="Downloads one user may have running or queued."
+    )
+    download_user_daily: int = Field(
+        default=50, ge=1, description="Downloads one user may start in any 24 hours."
+    )
+    download_disk_max_bytes: int = Field(
+        default=1024**3, ge=1, description="The most the downloads directory may hold."
+    )
+    download_keep_days: float = Field(
+        default=7, gt=0, description="Saved downloads older than this are deleted (hourly)."
     )
 
     xheaders: bool = Field(

@@ -93,9 +93,7 @@ def upgrade() -> None:
 
 def _carry_rights_over() -> None:
     connection = op.get_bind()
-    menu = sa.table(
-        "menu", sa.column("id", sa.Integer), sa.column("url"), sa.column("permission")
-    )
+    menu = sa.table("menu", sa.column("id", sa.Integer), sa.column("url"), sa.column("permission"))
     role = sa.table("role", sa.column("id", sa.Integer), sa.column("name"))
     role_menu = sa.table("role_menu", sa.column("role_id"), sa.column("menu_id"))
     role_permission = sa.table("role_permission", sa.column("role_id"), sa.column("permission"))
@@ -114,7 +112,7 @@ def _carry_rights_over() -> None:
             granted.pop(role_id, None)
             continue
         granted.setdefault(role_id, set()).update(LOGGED_IN)
-        if ADMIN_URLS <= urls_by_role.get(role_id, set()):
+        if urls_by_role.get(role_id, set()) >= ADMIN_URLS:
             granted[role_id].add("audit.view")
     values = [
         {"role_id": role_id, "permission": permission}

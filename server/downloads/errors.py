@@ -69,3 +69,42 @@ class Cancelled(DownloadError):
 
     code = "cancelled"
     status = 409
+
+
+class UserConcurrencyCap(DownloadError):
+    """The user already has ``DOWNLOAD_USER_CONCURRENCY`` downloads running or queued."""
+
+    code = "user_concurrency_cap"
+    status = 429
+
+    def __init__(self, limit: int, retry_after: int = 5) -> None:
+        super().__init__(
+            f"at most {limit} downloads at once per user; wait for one of yours to finish"
+        )
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class UserDailyCap(DownloadError):
+    """The user started ``DOWNLOAD_USER_DAILY`` downloads in the last 24 hours."""
+
+    code = "user_daily_cap"
+    status = 429
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"at most {limit} downloads per user in 24 hours; "
+            f"the next one is possible in {retry_after} s"
+        )
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class DiskCap(DownloadError):
+    """The downloads directory holds, or a download would make it hold, more than
+    ``DOWNLOAD_DISK_MAX_BYTES``."""
+
+    code = "disk_cap"
+    status = 507
+
+    def __init__(self, limit: int, *, running: bool = False) -> None:
+        what = "this download would fill it past" if running else "it already holds"
+        super().__init__(f"the downloads directory may hold at most {limit} bytes; {what} that")

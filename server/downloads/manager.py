@@ -9,6 +9,14 @@ talking to the same one for its records (the files themselves are shared on disk
 Beyond ``concurrency`` running downloads, new ones wait ``queued`` (a semaphore, in order); when
 as many again are already waiting, ``start`` refuses with ``QueueFull`` (429).
 
+Quotas (``server/downloads/quotas.py``), checked in this order so a refused start costs nothing:
+a user with ``user_concurrency`` downloads running or queued here is refused
+(``UserConcurrencyCap``, 429); after the URL check, a directory already at its disk cap is
+refused (``DiskCap``, 507) and a running download that would pass it is cut off (failed,
+``disk_cap``); last, the daily cap counts and records the start in the database
+(``UserDailyCap``, 429). Saved files older than the keep time are deleted by ``expire``, which
+``start_expiry`` runs at once and then every ``EXPIRY_INTERVAL`` seconds.
+
 Temporary files (``.part-*``) of downloads a killed process never finished are deleted before
 this process's first download, once they are older than the download timeout.
 """
@@ -23,15 +31,26 @@ import glob
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from repositories.errors import NotFound
-from server.downloads.errors import Cancelled, DownloadError, QueueFull
+from server.background import Background
+from server.downloads.errors import Cancelled, DownloadError, QueueFull, UserConcurrencyCap
 from server.downloads.filenames import choose_name, move_into_place, unused_name
 from server.downloads.guard import AddressPolicy, UrlGuard
+from server.downloads.quotas import (
+    Clock,
+    DailyQuota,
+    DiskBudget,
+    Quotas,
+    disk_usage,
+    remove_expired,
+)
 from server.downloads.records import Download, State
 from server.downloads.transfer import Limits, transfer
 from server.settings import Settings
@@ -42,6 +61,8 @@ ResultT = TypeVar("ResultT")
 KEEP_FINISHED = 1000
 WRITER_THREADS = 4
 TEMPORARY_PREFIX = ".part-"
+EXPIRY_INTERVAL = 3600.0
+"""Seconds between two sweeps of expired saved files."""
 
 
 class DownloadManager:
@@ -55,13 +76,26 @@ class DownloadManager:
         *,
         concurrency: int,
         pool: ThreadPoolExecutor | None = None,
+        quotas: Quotas | None = None,
+        daily: DailyQuota | None = None,
+        clock: Clock = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Save into ``directory``; check URLs with ``guard``; run ``concurrency`` at once; do
-        the file work in ``pool`` (default: ``WRITER_THREADS`` threads of its own)."""
+        the file work in ``pool`` (default: ``WRITER_THREADS`` threads of its own); enforce
+        ``quotas`` (default: ``Quotas()``) and ``daily`` (None: no daily cap). ``clock`` dates
+        expiry and ``sleep`` waits between sweeps (tests pass their own)."""
         self.directory = directory
         self.guard = guard
         self.limits = limits
         self.concurrency = concurrency
+        self.quotas = quotas or Quotas()
+        self.daily = daily
+        self.disk = DiskBudget(self.quotas.disk_max_bytes)
+        self._clock = clock
+        self._sleep = sleep
+        self._expiry: asyncio.Task[None] | None = None
+        self._starting_by_owner: collections.Counter[int] = collections.Counter()
         self._slots = asyncio.Semaphore(concurrency)
         self._records: dict[str, Download] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -77,13 +111,18 @@ class DownloadManager:
         """Downloads ended so far, by outcome: ``done``, ``failed``, ``cancelled``, ``refused``."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DownloadManager:
-        """A manager configured by the ``DOWNLOAD_*`` settings."""
+    def from_settings(
+        cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    ) -> DownloadManager:
+        """A manager configured by the ``DOWNLOAD_*`` settings, counting daily starts in the
+        database of ``sessions``."""
         return cls(
             settings.effective_download_dir,
             UrlGuard(AddressPolicy(settings.download_allow)),
             Limits(settings.download_max_bytes, settings.download_timeout_seconds),
             concurrency=settings.download_concurrency,
+            quotas=Quotas.from_settings(settings),
+            daily=DailyQuota(sessions, settings.download_user_daily),
         )
 
     @property
@@ -96,32 +135,57 @@ class DownloadManager:
         """Downloads queued or running."""
         return len(self._tasks)
 
-    async def start(self, owner_id: int, url: str, filename: str | None = None) -> Download:
-        """Check ``url`` (refusals raise before anything starts), reserve a file name and start
-        the download in the background."""
+    def unfinished_of(self, owner_id: int) -> int:
+        """The downloads of ``owner_id`` queued, running or being started here."""
+        tasks = sum(1 for key in self._tasks if self._records[key].owner_id == owner_id)
+        return tasks + self._starting_by_owner[owner_id]
+
+    async def start(
+        self,
+        owner_id: int,
+        url: str,
+        filename: str | None = None,
+        *,
+        actor: str | None = None,
+        client_ip: str | None = None,
+    ) -> Download:
+        """Check the caps and ``url`` (refusals raise before anything starts), record the start
+        for the daily cap (as ``actor`` from ``client_ip``), reserve a file name and start the
+        download in the background."""
         if self._closed:
             raise DownloadError("the server is shutting down", code="shutting_down")
-        # Starts still awaiting the guard or a name count against the cap, or concurrent
+        # Starts still awaiting the guard or a name count against the caps, or concurrent
         # starts would all pass the check before any of them became a task.
         if self.unfinished + self._starting >= 2 * self.concurrency:
             self.ended["refused"] += 1
             raise QueueFull(
                 f"{self.concurrency} downloads are running and as many are queued; try again later"
             )
+        if self.unfinished_of(owner_id) >= self.quotas.user_concurrency:
+            self.ended["refused"] += 1
+            raise UserConcurrencyCap(self.quotas.user_concurrency)
         self._starting += 1
+        self._starting_by_owner[owner_id] += 1
         try:
             try:
                 await self.guard.check(url)
+                await self._sweep_once()
+                await self._measure_disk()
+                self.disk.check_room()
+                if self.daily is not None:
+                    await self.daily.admit(owner_id, url, actor=actor, client_ip=client_ip)
             except DownloadError:
                 self.ended["refused"] += 1
                 raise
-            await self._sweep_once()
             name = await self._reserve_name(choose_name(filename, url))
             record = Download(id=uuid.uuid4().hex, owner_id=owner_id, url=url, filename=name)
             self._records[record.id] = record
             self._tasks[record.id] = asyncio.create_task(self._run(record), name=f"download-{name}")
         finally:
             self._starting -= 1
+            self._starting_by_owner[owner_id] -= 1
+            if not self._starting_by_owner[owner_id]:
+                del self._starting_by_owner[owner_id]
         self._forget_old()
         return record
 
@@ -154,9 +218,34 @@ class DownloadManager:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    def start_expiry(self, background: Background) -> asyncio.Task[None]:
+        """Run ``expire`` now and then every ``EXPIRY_INTERVAL`` seconds as ``background``'s
+        periodic work (``Services.background``); ``close`` stops it. Returns its task."""
+        self._expiry = background.every(EXPIRY_INTERVAL, self.expire, sleep=self._sleep)
+        return self._expiry
+
+    async def expire(self) -> int:
+        """Delete the saved files older than the keep time (never a running download's partial
+        file) and measure the directory again; how many were deleted."""
+        older_than = self._clock() - self.quotas.keep_seconds
+        try:
+            removed = await self._in_pool(
+                functools.partial(remove_expired, self.directory, older_than)
+            )
+        except OSError as error:  # the downloads themselves will report a broken directory
+            log.warning("could not delete expired downloads: %s", error)
+            return 0
+        await self._measure_disk()
+        if removed:
+            log.info("deleted %d expired downloads", removed)
+        return removed
+
     async def close(self) -> None:
         """Cancel every download, delete their partial files and release the writer threads."""
         self._closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -170,6 +259,7 @@ class DownloadManager:
         temporary = self.directory / f"{TEMPORARY_PREFIX}{record.id}"
         reserved = record.filename  # the move may save under another name; release this one
         outcome = State.FAILED
+        meter = self.disk.meter()
         try:
             async with self._slots:
                 record.state = State.RUNNING
@@ -177,7 +267,7 @@ class DownloadManager:
                 try:
                     handle = await self._in_pool(functools.partial(_open_new, temporary))
                     try:
-                        await transfer(record, self.guard, self.limits, handle, self._pool)
+                        await transfer(record, self.guard, self.limits, handle, self._pool, meter)
                     finally:
                         await self._in_pool(handle.close)
                 finally:
@@ -202,6 +292,7 @@ class DownloadManager:
         finally:
             self._reserved.discard(reserved)
             self._tasks.pop(record.id, None)
+            meter.settle(saved=outcome is State.DONE)  # with the pop: a scan now sees its file
             try:
                 await asyncio.shield(self._in_pool(functools.partial(_remove, temporary)))
             finally:
@@ -244,6 +335,17 @@ class DownloadManager:
             return
         if removed:
             log.info("deleted %d leftover temporary download files", removed)
+
+    async def _measure_disk(self) -> None:
+        """Scan the directory: what it holds besides this process's partial files, whose bytes
+        the disk budget already counts as they arrive."""
+        partial = frozenset(f"{TEMPORARY_PREFIX}{key}" for key in self._tasks)
+        try:
+            self.disk.stored = await self._in_pool(
+                functools.partial(disk_usage, self.directory, partial)
+            )
+        except OSError as error:  # keep the last figure; the downloads will report the directory
+            log.warning("could not measure the downloads directory: %s", error)
 
     async def _reserve_name(self, name: str) -> str:
         """A name no other download of this process holds and no file has, now reserved."""

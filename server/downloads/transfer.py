@@ -6,7 +6,8 @@ above it is refused before any body byte is read, and the streamed bytes are cou
 without one is cut off as soon as it passes the cap. Chunks are gathered up to ``WRITE_BYTES``
 and written to the file in the manager's thread pool while the client waits for that write
 (back-pressure), so the event loop never blocks on the disk and memory stays bounded. The
-certificate is always verified.
+manager's disk meter is charged for each chunk before it is written, so a body that would fill
+the downloads directory past its cap is cut off the same way. The certificate is always verified.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tornado.simple_httpclient import HTTPTimeoutError
 
 from server.downloads.errors import DownloadError, TooLarge, UpstreamError, UpstreamTimeout
 from server.downloads.guard import PinnedResolver, UrlGuard
+from server.downloads.quotas import Meter
 from server.downloads.records import Download
 
 MAX_REDIRECTS = 5
@@ -52,8 +54,16 @@ class _Abort(HTTPInputError):
 class _Hop:
     """The response to one request: its status and headers, the body written when it is 2xx."""
 
-    def __init__(self, record: Download, handle: BinaryIO, limits: Limits, pool: Executor) -> None:
+    def __init__(
+        self,
+        record: Download,
+        handle: BinaryIO,
+        limits: Limits,
+        pool: Executor,
+        meter: Meter | None = None,
+    ) -> None:
         self.record = record
+        self.meter = meter
         self.handle = handle
         self.limits = limits
         self.pool = pool
@@ -90,6 +100,11 @@ class _Hop:
         length = int(announced)
         if length > self.limits.max_bytes:
             self.stop(TooLarge(f"the file is {length} bytes; the limit is {self.limits.max_bytes}"))
+        if self.meter is not None:
+            try:
+                self.meter.announce(length)
+            except DownloadError as error:
+                self.stop(error)
         self.record.total = length
 
     def on_chunk(self, chunk: bytes) -> Awaitable[None] | None:
@@ -104,6 +119,11 @@ class _Hop:
         self.record.bytes += len(chunk)
         if self.record.bytes > self.limits.max_bytes:
             self.stop(TooLarge(f"the file is larger than the limit of {self.limits.max_bytes}"))
+        if self.meter is not None:
+            try:
+                self.meter.charge(len(chunk))
+            except DownloadError as error:
+                self.stop(error)
         self.buffer += chunk
         return self.flush() if len(self.buffer) >= WRITE_BYTES else None
 
@@ -138,10 +158,16 @@ class _Hop:
 
 
 async def transfer(
-    record: Download, guard: UrlGuard, limits: Limits, handle: BinaryIO, pool: Executor
+    record: Download,
+    guard: UrlGuard,
+    limits: Limits,
+    handle: BinaryIO,
+    pool: Executor,
+    meter: Meter | None = None,
 ) -> None:
     """Fetch ``record.url`` into ``handle``, following and re-checking redirects; raise a
-    ``DownloadError`` on any refusal or failure."""
+    ``DownloadError`` on any refusal or failure. ``meter`` charges the body against the disk
+    cap (a body announced or grown past it is cut off with ``DiskCap``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.timeout
     url = record.url
@@ -150,7 +176,7 @@ async def transfer(
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise UpstreamTimeout(f"the download took longer than {limits.timeout:g} s")
-        hop = _Hop(record, handle, limits, pool)
+        hop = _Hop(record, handle, limits, pool, meter)
         status, headers = await _fetch(hop, PinnedResolver(target=target), url, remaining, limits)
         if status in REDIRECT_CODES:
             location = headers.get("Location")

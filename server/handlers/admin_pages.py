@@ -1,12 +1,14 @@
-"""The admin pages: the menu tree editor, roles with a menu checklist, users with their roles.
+"""The admin pages: the menu tree editor, roles with menu and permission checklists, users with
+their roles.
 
 ``admin_page_routes`` declares the permission each page and action needs: a visitor is sent to
-the login form, a user without it gets the 403 page. Every change is a plain HTML form (XSRF-protected, usable
-without JavaScript) posted to an action route; the action goes through ``server.admin.Admin``
-(audited, the actor's own admin access kept) and answers post/redirect/get: a 302 back to its
-page with a flash message saying what changed, or why nothing did (the Conflict or NotFound
-message, or the invalid fields). A refused change is rolled back before the redirect, because the
-302 is a success status and would otherwise commit whatever was written before the refusal.
+the login form, a user without it gets the 403 page. Every change is a plain HTML form
+(XSRF-protected, usable without JavaScript) posted to an action route; the action goes through
+``server.admin.Admin`` (audited, within the actor's grants, the actor's own admin access kept)
+and answers post/redirect/get: a 302 back to its page with a flash message saying what changed,
+or why nothing did (the Conflict, NotFound or Refused message, or the invalid fields). A refused
+change is rolled back before the redirect, because the 302 is a success status and would
+otherwise commit whatever was written before the refusal; a ``Refused`` one is then audited.
 
 URLs (``{id}`` is the row's numeric id; every route but the three pages is POST only):
 
@@ -55,9 +57,9 @@ from server.handlers.base import PageHandler, validation_items
 from server.permissions import (
     MENUS_CHANGE,
     MENUS_VIEW,
+    PERMISSIONS,
     ROLES_CHANGE,
     ROLES_VIEW,
-    PERMISSIONS,
     SESSIONS_REVOKE,
     USERS_ASSIGN,
     USERS_CHANGE,
@@ -220,7 +222,6 @@ class MenusPageHandler(AdminPageHandler):
     """``GET /admin/menus``: the whole tree, every node with its edit, move, order and delete
     forms, and a form to create a menu."""
 
-
     async def get(self) -> None:
         """Render ``admin/menus.html``."""
         tree = await MenuRepository(self.db).get_tree()
@@ -363,7 +364,6 @@ class RolesPageHandler(AdminPageHandler):
     """``GET /admin/roles``: every role with its edit and delete forms and its menu checklist
     (every menu, indented by depth), and a form to create a role."""
 
-
     async def get(self) -> None:
         """Render ``admin/roles.html``."""
         roles = RoleRepository(self.db)
@@ -472,7 +472,6 @@ def users_page_url(q: str, page: int) -> str:
 class UsersPageHandler(AdminPageHandler):
     """``GET /admin/users?q=&page=``: a page of users with their status and role forms."""
 
-
     async def get(self) -> None:
         """Render ``admin/users.html``."""
         q = self.get_query_argument("q", "").strip()[:MAX_SEARCH]
@@ -516,7 +515,6 @@ class UsersPageHandler(AdminPageHandler):
 
 class UserActionHandler(AdminPageHandler):
     """``POST /admin/users/{id}/(status|roles|revoke)``: change one user."""
-
 
     async def post(self, item_id: str, action: str) -> None:
         """Apply ``action`` to the user and return to the listing the form came from."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from server.handlers.base import PageHandler
+from server.permissions import Requirement
 from server.realtime.hub import DEFAULT_ROOM
 from server.realtime.limits import ROOM_PATTERN
-from server.permissions import Requirement
 from server.services import Services
 
 

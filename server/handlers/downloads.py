@@ -18,7 +18,7 @@ from server.handlers.base import ApiHandler, PageHandler
 from server.openapi import Operation
 
 FILE_PREFIX = "/s/downloads/"
-REFUSALS = (403, 413, 422, 429)
+REFUSALS = (403, 413, 422, 429, 507)
 
 
 def download_read(record: Download) -> DownloadRead:
@@ -60,10 +60,17 @@ class DownloadsApiHandler(ApiHandler):
         return self.services.downloads
 
     async def start(self, body: DownloadCreate) -> Download:
-        """Start ``body``'s download for the logged-in caller, or refuse with a clear 4xx."""
-        login = self.current_login()
+        """Start ``body``'s download for the logged-in caller, or refuse with a clear 4xx (or
+        507 when the downloads directory is full); a refusal names the cap it hit."""
+        principal = self.current_login().principal
         try:
-            return await self.downloads.start(login.principal.user_id, body.url, body.filename)
+            return await self.downloads.start(
+                principal.user_id,
+                body.url,
+                body.filename,
+                actor=principal.name,
+                client_ip=self.request.remote_ip,
+            )
         except DownloadError as error:
             raise refusal(error) from None
 
@@ -72,16 +79,18 @@ class DownloadsHandler(DownloadsApiHandler):
     """``GET /api/downloads`` (the caller's) and ``POST /api/downloads`` (start one: 202)."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation(
-            "The caller's downloads, newest first", DownloadList, tags=("downloads",)
-        ),
+        "GET": Operation("The caller's downloads, newest first", DownloadList, tags=("downloads",)),
         "POST": Operation(
             "Start a download in the background",
             DownloadResponse,
             status=202,
             request=DownloadCreate,
             errors=REFUSALS,
-            description="Answers at once with the download's id and a Location to poll.",
+            description=(
+                "Answers at once with the download's id and a Location to poll. Quotas: 429 "
+                "`too_many_downloads` (server queue), `user_concurrency_cap` or `user_daily_cap` "
+                "(with Retry-After), 507 `disk_cap` (the downloads directory is full)."
+            ),
             tags=("downloads",),
         ),
     }

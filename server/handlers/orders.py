@@ -118,7 +118,6 @@ class OrderLookupPageHandler(PageHandler):
     """``GET /admin/orders?user=NAME`` (the seed's 订单查询 menu): every user's orders, or one
     user's, newest first, for the staff whose roles grant that menu."""
 
-
     async def get(self) -> None:
         """Render ``admin/orders.html``."""
         user_name = self.get_query_argument("user", "").strip()[:MAX_NAME_CHARS] or None

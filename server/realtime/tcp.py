@@ -51,8 +51,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from repositories.audit import AuditRepository
-from schemas.user import LoginRequest
 from repositories.users import UserRepository
+from schemas.user import LoginRequest
 from server.accounts import InvalidCredentials, TooManyAttempts, password_login
 from server.permissions import CHAT_USE
 from server.principal import Principal
@@ -71,6 +71,8 @@ log = logging.getLogger("mservices.tcp")
 
 LINE_LIMIT = 4096
 """Bytes per line, without the line ending."""
+
+
 class PermissionDenied(Exception):
     """The account logged in but its roles do not grant what the TCP door needs."""
 

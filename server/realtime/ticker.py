@@ -14,8 +14,8 @@ import secrets
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from server.realtime.websocket import handshake_abandoned, open_sockets, site_origin_allowed
 from server.permissions import Requirement
+from server.realtime.websocket import handshake_abandoned, open_sockets, site_origin_allowed
 from server.services import Services
 
 TICKS = 10

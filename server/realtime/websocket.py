@@ -38,6 +38,7 @@ from tornado.websocket import WebSocketHandler
 
 from server.handlers.base import SESSION_COOKIE
 from server.logins import Login, TokenExpired
+from server.permissions import Requirement
 from server.realtime.frames import FrameOnce, text_frame
 from server.realtime.hub import DEFAULT_ROOM, Hub, encode
 from server.realtime.limits import (
@@ -50,7 +51,6 @@ from server.realtime.limits import (
 )
 from server.realtime.pings import PING_INTERVAL as PING_INTERVAL
 from server.realtime.sessions import ClosableSocket
-from server.permissions import Requirement
 from server.services import Services
 from server.settings import Settings
 

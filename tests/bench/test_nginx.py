@@ -24,7 +24,9 @@ from bench.nginx import (
     summary,
 )
 from bench.report import Row
+from bench.seed import seed_granted_users
 from bench.wrk import WrkResult
+from server.services import Services
 from tests.bench.test_fanout import fanout_result
 from tests.conftest import REQUIRE_SERVICES, Client
 
@@ -92,12 +94,16 @@ def test_without_mariadb_the_bench_is_skipped_with_the_reason(
     assert "skipped: set MSERVICES_BENCH_MYSQL_URL" in capsys.readouterr().out
 
 
-async def test_a_fan_out_through_nginx_reaches_every_client(client: Client, tmp_path: Path) -> None:
+async def test_a_fan_out_through_nginx_reaches_every_client(
+    client: Client, services: Services, tmp_path: Path
+) -> None:
     if find_nginx() is None:
         reason = "fan-out through nginx needs Debian's nginx (.ci/run installs it)"
         if REQUIRE_SERVICES:
             pytest.fail(f"MSERVICES_TEST_REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(reason)
+    async with services.sessions() as session, session.begin():  # as bench.seed does
+        await seed_granted_users(session, services.passwords)
     app_port = int(client.base_url.rsplit(":", 1)[1])
     listen = servers.free_port()
     conf = render_conf(listen=f"127.0.0.1:{listen}", ports=(app_port, app_port), state_dir=tmp_path)

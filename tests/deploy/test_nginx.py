@@ -30,8 +30,10 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from bench.nginx import find_nginx, render_conf, running_nginx
 from bench.servers import free_port
-from repositories.db import create_engine
+from repositories.db import create_engine, make_session_factory
 from repositories.models import AuditEntry
+from repositories.roles import RoleRepository
+from server.permissions import CHAT_USE, DOWNLOADS_USE
 from server.runtime import INSTANCE_HEADER
 from tests.conftest import REQUIRE_SERVICES, service_url
 from tests.server.test_cli import multi_process_env, serving_processes
@@ -40,6 +42,7 @@ from tests.server.test_runtime import wipe_database
 CLIENT_IP = "127.0.0.2"
 SPOOFED = {"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.8"}
 PASSWORD = "correct horse battery"
+SIGNUP_ROLE = "nginx-testers"
 WAIT = 10.0
 ATTEMPTS = 20
 """WebSocket connections tried before two land on different processes (nginx alternates)."""
@@ -65,10 +68,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mysql_url: str) -> Iterator[
     redis_url = service_url("MSERVICES_TEST_REDIS_URL", "Redis")
     work = tmp_path_factory.mktemp("nginx")
     env = multi_process_env(
-        mysql_url, redis_url, MSERVICES_XHEADERS="true", MSERVICES_DOWNLOAD_ALLOW="127.0.0.1"
+        mysql_url,
+        redis_url,
+        MSERVICES_XHEADERS="true",
+        MSERVICES_DOWNLOAD_ALLOW="127.0.0.1",
+        MSERVICES_SIGNUP_ROLE=SIGNUP_ROLE,
     )
     try:
         with serving_processes(work, env) as supervised:
+            asyncio.run(add_signup_role(mysql_url))
             first, second = supervised.ports
             listen = free_port()
             conf = render_conf(listen=f"127.0.0.1:{listen}", ports=supervised.ports, state_dir=work)
@@ -123,6 +131,18 @@ def cookies(response: HTTPResponse) -> dict[str, str]:
     for header in response.headers.get_list("Set-Cookie"):
         jar.load(header)
     return {name: morsel.value for name, morsel in jar.items()}
+
+
+async def add_signup_role(url: str) -> None:
+    """The role every account registered here gets: it chats and downloads."""
+    engine = create_engine(url)
+    try:
+        async with make_session_factory(engine)() as session, session.begin():
+            roles = RoleRepository(session)
+            role = await roles.add(name=SIGNUP_ROLE)
+            await roles.set_permissions(role.id, {CHAT_USE, DOWNLOADS_USE})
+    finally:
+        await engine.dispose()
 
 
 async def register(base_url: str) -> str:

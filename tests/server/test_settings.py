@@ -244,3 +244,41 @@ def test_settings_cannot_be_changed_after_validation() -> None:
     configured = settings()
     with pytest.raises(ValidationError):
         configured.port = 1  # type: ignore[misc]
+
+
+def test_download_quotas_default_to_three_at_once_fifty_a_day_one_gib_and_seven_days() -> None:
+    configured = settings()
+    assert configured.download_user_concurrency == 3
+    assert configured.download_user_daily == 50
+    assert configured.download_disk_max_bytes == 1024**3
+    assert configured.download_keep_days == 7
+
+
+def test_download_quotas_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSERVICES_DOWNLOAD_USER_CONCURRENCY", "5")
+    monkeypatch.setenv("MSERVICES_DOWNLOAD_USER_DAILY", "10")
+    monkeypatch.setenv("MSERVICES_DOWNLOAD_DISK_MAX_BYTES", "1000000")
+    monkeypatch.setenv("MSERVICES_DOWNLOAD_KEEP_DAYS", "0.5")
+    configured = settings()
+    assert (
+        configured.download_user_concurrency,
+        configured.download_user_daily,
+        configured.download_disk_max_bytes,
+        configured.download_keep_days,
+    ) == (5, 10, 1_000_000, 0.5)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "MSERVICES_DOWNLOAD_USER_CONCURRENCY",
+        "MSERVICES_DOWNLOAD_USER_DAILY",
+        "MSERVICES_DOWNLOAD_DISK_MAX_BYTES",
+        "MSERVICES_DOWNLOAD_KEEP_DAYS",
+    ],
+)
+def test_a_download_quota_of_zero_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "0")
+    assert refusal().startswith(f"invalid setting {variable}: ")

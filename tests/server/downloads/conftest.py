@@ -18,6 +18,7 @@ from tornado.web import Application, RequestHandler
 
 from server.downloads.guard import AddressPolicy, UrlGuard
 from server.downloads.manager import DownloadManager
+from server.downloads.quotas import Quotas
 from server.downloads.records import Download
 from server.downloads.transfer import Limits
 from server.settings import Settings
@@ -25,6 +26,8 @@ from tests.conftest import serve_app
 
 CHUNK = 16 * 1024
 WAIT_LIMIT = 20.0
+ROOMY = Quotas(user_concurrency=1000, disk_max_bytes=1 << 40)
+"""Quotas no test reaches unless it means to."""
 """How long a test waits for a state before it fails (a hang guard, not a timing assertion)."""
 
 
@@ -158,8 +161,11 @@ def make_manager(
     concurrency: int = 4,
     allow: str = "127.0.0.1",
     pool: ThreadPoolExecutor | None = None,
+    quotas: Quotas = ROOMY,
+    **extra: Any,
 ) -> DownloadManager:
-    """A manager on ``directory`` allowing the local upstream (settings parse ``allow``)."""
+    """A manager on ``directory`` allowing the local upstream (settings parse ``allow``), with
+    ``quotas`` (default: none that a test would reach) and ``extra`` keyword arguments."""
     settings = Settings(_env_file=None, download_allow=allow)  # type: ignore[call-arg]
     policy = AddressPolicy(settings.download_allow)
     return DownloadManager(
@@ -168,6 +174,8 @@ def make_manager(
         Limits(max_bytes, timeout),
         concurrency=concurrency,
         pool=pool,
+        quotas=quotas,
+        **extra,
     )
 
 

@@ -608,7 +608,9 @@ async def test_removing_own_admin_access_is_refused_and_rolled_back(
         f"/admin/roles/{admin_role}/permissions", [("permission", code) for code in keep]
     )
     assert flash.level == "error"
-    assert flash.text == "this change would remove your own administration permissions: roles.change"
+    assert flash.text == (
+        "this change would remove your own administration permissions: roles.change"
+    )
     async with services.sessions() as session:
         after = await RoleRepository(session).permissions(admin_role)
     assert after == before, "the partial write was rolled back"

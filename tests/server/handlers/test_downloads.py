@@ -1,5 +1,6 @@
 """The downloads API, the seed's /download, the page and the saved files, against a real local
-upstream: every refusal answers a clear 4xx in the standard envelope."""
+upstream: every refusal answers a clear 4xx (507 for a full disk) in the standard envelope; all
+of it needs ``downloads.use`` (granted with ``tests/grants.py``), and the quotas name their cap."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from repositories.audit import AuditRepository
+from repositories.downloads import DOWNLOAD_STARTED
+from server.downloads.errors import UserDailyCap
 from server.downloads.records import Download, State
-from server.services import Services
+from server.services import Services, open_services
 from server.settings import Settings
 from tests.conftest import Client, Response, make_settings
+from tests.grants import grant
 from tests.server.downloads.conftest import (
     CHUNK,
     Upstream,
@@ -28,19 +33,22 @@ from tests.server.handlers.test_user import PASSWORD, bearer, login, register
 from tests.server.test_metrics import scrape
 
 MAX_BYTES = 200_000
+USE = "downloads.use"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    """The local upstream is allowed; small cap, short timeout, one download at a time."""
-    return make_settings(
-        tmp_path,
-        sqlite_url,
-        download_allow="127.0.0.1",
-        download_max_bytes=MAX_BYTES,
-        download_timeout_seconds=1.0,
-        download_concurrency=1,
-    )
+def settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_url: str) -> Settings:
+    """The local upstream is allowed; small cap, short timeout, one download at a time; a test
+    parametrizes ``settings`` indirectly with a dict to change more."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    values: dict[str, Any] = {
+        "download_allow": "127.0.0.1",
+        "download_max_bytes": MAX_BYTES,
+        "download_timeout_seconds": 1.0,
+        "download_concurrency": 1,
+        **overrides,
+    }
+    return make_settings(tmp_path, sqlite_url, **values)
 
 
 @pytest.fixture
@@ -50,11 +58,17 @@ async def upstream() -> AsyncIterator[Upstream]:
         yield state
 
 
+async def downloader(client: Client, services: Services, name: str = "cxk") -> dict[str, str]:
+    """Register ``name``, grant it ``downloads.use`` and return its Authorization header."""
+    await register(client, name)
+    await grant(services, name, USE)
+    return bearer(await login(client, name))
+
+
 @pytest.fixture
-async def token(client: Client) -> dict[str, str]:
-    """The Authorization header of a logged-in user ``cxk``."""
-    await register(client)
-    return bearer(await login(client))
+async def token(client: Client, services: Services) -> dict[str, str]:
+    """The Authorization header of a logged-in user ``cxk`` granted ``downloads.use``."""
+    return await downloader(client, services)
 
 
 async def start(client: Client, token: dict[str, str], **body: Any) -> Response:
@@ -209,8 +223,7 @@ async def test_unknown_downloads_are_404(client: Client, token: dict[str, str]) 
 async def test_users_see_only_their_own_downloads(
     client: Client, token: dict[str, str], upstream: Upstream, services: Services
 ) -> None:
-    await register(client, "other")
-    other = bearer(await login(client, "other"))
+    other = await downloader(client, services, "other")
     response = await start(client, token, url=upstream.url("/bytes/10/mine"))
     location = response.headers["Location"]
     await settled(client, token, services, response)
@@ -296,6 +309,7 @@ async def test_the_seed_download_with_the_session_cookie_needs_the_xsrf_token(
     client: Client, upstream: Upstream, services: Services
 ) -> None:
     await register(client)
+    await grant(services, "cxk", USE)
     browser = Browser(client)
     await browser.login("cxk", PASSWORD)
     query = {"url": upstream.url("/bytes/10/forged.bin")}
@@ -324,6 +338,7 @@ async def test_the_page_needs_a_login_and_then_drives_the_api(
     assert anonymous.status == 302
     assert anonymous.headers["Location"].startswith("/login")
     await register(client)
+    await grant(services, "cxk", USE)
     browser = Browser(client)
     await browser.login("cxk", PASSWORD)
     page = await browser.get("/downloads")
@@ -353,3 +368,98 @@ async def test_metrics_count_downloads_by_outcome(
     assert samples[("mservices_downloads_total", (("outcome", "refused"),))] == 1
     assert samples[("mservices_downloads_total", (("outcome", "done"),))] == 1
     assert samples[("mservices_downloads_active", ())] == 0
+
+
+# -- the permission and the quotas ------------------------------------------------------------
+
+
+async def test_a_user_without_downloads_use_is_refused_everywhere(
+    client: Client, upstream: Upstream, services: Services
+) -> None:
+    await register(client)
+    headers = bearer(await login(client))
+    url = upstream.url("/bytes/10/denied")
+    for response in (
+        await start(client, headers, url=url),
+        await client.get("/api/downloads", headers=headers),
+        await seed_download(client, headers, url=url),
+    ):
+        body = assert_refused(response, 403, "permission_required")
+        assert USE in body["msg"]
+    browser = Browser(client)
+    await browser.login("cxk", PASSWORD)
+    page = await browser.get("/downloads")
+    assert page.status == 403
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert USE in page.text
+    assert services.downloads.unfinished == 0
+    assert not services.settings.effective_download_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "settings", [{"download_concurrency": 10, "download_user_concurrency": 2}], indirect=True
+)
+async def test_a_user_beyond_their_concurrency_cap_is_429_naming_it(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    held = [await start(client, token, url=upstream.url(f"/gated/c/40000?n={n}")) for n in (1, 2)]
+    assert [response.status for response in held] == [202, 202]
+    for refused in (
+        await start(client, token, url=upstream.url("/bytes/10/third")),
+        await seed_download(client, token, url=upstream.url("/bytes/10/third")),
+    ):
+        body = assert_refused(refused, 429, "user_concurrency_cap")
+        assert body["msg"].startswith("at most 2 downloads at once per user")
+        assert int(refused.headers["Retry-After"]) > 0
+    other = await downloader(client, services, "other")
+    assert (await start(client, other, url=upstream.url("/bytes/10/theirs"))).status == 202
+    upstream.gate("c").set()
+    for response in held:
+        assert (await settled(client, token, services, response))["state"] == "done"
+    assert (await seed_download(client, token, url=upstream.url("/bytes/10/then"))).status == 200
+
+
+@pytest.mark.parametrize("settings", [{"download_user_daily": 2}], indirect=True)
+async def test_a_user_beyond_their_daily_cap_is_429_until_a_day_after_the_oldest_start(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    assert (await seed_download(client, token, url=upstream.url("/bytes/10/a"))).status == 200
+    assert (await start(client, token, url=upstream.url("/bytes/10/b"))).status == 202
+    for refused in (
+        await start(client, token, url=upstream.url("/bytes/10/c")),
+        await seed_download(client, token, url=upstream.url("/bytes/10/c")),
+    ):
+        body = assert_refused(refused, 429, "user_daily_cap")
+        assert body["msg"].startswith("at most 2 downloads per user in 24 hours")
+        assert 0 < int(refused.headers["Retry-After"]) <= 24 * 3600
+    # another process (or this one restarted) counts the same starts
+    restarted = await open_services(services.settings)
+    try:
+        me = (await client.get("/user/me", headers=token)).json()["user"]
+        with pytest.raises(UserDailyCap):
+            await restarted.downloads.start(me["id"], upstream.url("/bytes/10/c"))
+    finally:
+        await restarted.close()
+    async with services.sessions() as session:
+        rows = await AuditRepository(session).list(action=DOWNLOAD_STARTED)
+    assert [(row.actor, row.detail) for row in rows] == [
+        ("cxk", upstream.url("/bytes/10/b")),
+        ("cxk", upstream.url("/bytes/10/a")),
+    ]
+
+
+@pytest.mark.parametrize("settings", [{"download_disk_max_bytes": 10_000}], indirect=True)
+async def test_a_full_downloads_directory_is_507_and_a_download_passing_the_cap_fails(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    cut = await seed_download(client, token, url=upstream.url("/bytes/10001/big?chunked=1"))
+    body = assert_refused(cut, 507, "disk_cap")
+    assert "at most 10000 bytes" in body["msg"]
+    assert (await seed_download(client, token, url=upstream.url("/bytes/10000"))).status == 200
+    for refused in (
+        await start(client, token, url=upstream.url("/bytes/1/one")),
+        await seed_download(client, token, url=upstream.url("/bytes/1/one")),
+    ):
+        body = assert_refused(refused, 507, "disk_cap")
+        assert "at most 10000 bytes" in body["msg"]
+    assert [path.name for path in services.settings.effective_download_dir.iterdir()] == ["10000"]
