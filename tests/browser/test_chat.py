@@ -16,10 +16,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from repositories.users import UserRepository
+from server.permissions import CHAT_USE
 from server.realtime.websocket import open_sockets
 from server.services import Services
 from tests.browser.conftest import browser_unavailable
 from tests.conftest import REQUIRE_SERVICES, Client
+from tests.grants import grant_in_session
 
 MISSING = browser_unavailable()
 if MISSING is not None and not REQUIRE_SERVICES:
@@ -33,14 +35,15 @@ RECORD_ALERTS = "window.__alerts = []; window.alert = (m) => { window.__alerts.p
 
 @pytest.fixture
 async def passwords(services: Services) -> dict[str, str]:
-    """Two users, alice and bob; their passwords."""
+    """Two users, alice and bob, who may chat; their passwords."""
     created = {}
     async with services.sessions() as session, session.begin():
         for name in ("alice", "bob"):
             password = secrets.token_urlsafe(12)
-            await UserRepository(session).add(
+            user = await UserRepository(session).add(
                 name=name, password_hash=await services.passwords.hash(password)
             )
+            await grant_in_session(session, user.id, CHAT_USE)
             created[name] = password
     return created
 
