@@ -14,8 +14,17 @@ MOSTLY_ERRORS = 0.5
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LAST_RESULTS = RESULTS_DIR / "last.json"
 _GITIGNORE = "*\n!.gitignore\n"
-_COLUMNS = ("target", "scenario", "req/s", "p99 ms", "ratio to floor", "errors", "note")
-_RIGHT_ALIGNED = frozenset({"req/s", "p99 ms", "ratio to floor"})
+_COLUMNS = (
+    "target",
+    "scenario",
+    "req/s",
+    "p99 ms",
+    "ratio to floor",
+    "wrk cpu",
+    "errors",
+    "note",
+)
+_RIGHT_ALIGNED = frozenset({"req/s", "p99 ms", "ratio to floor", "wrk cpu"})
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{result.requests_per_s:,.0f}" if result else "-",
         f"{result.p99_ms:.2f}" if result else "-",
         f"{ratio:.2f}" if ratio is not None else "-",
+        f"{result.generator_cpu:.0%}" if result and result.generator_cpu is not None else "-",
         format_errors(row),
         row.note,
     )
@@ -121,6 +131,7 @@ def row_to_dict(row: Row) -> dict[str, Any]:
             "max_ms": result.max_ms,
             "requests": result.requests,
             "duration_s": result.duration_s,
+            "generator_cpu": result.generator_cpu,
             "bytes_read": result.bytes_read,
             "errors": {
                 "total": result.errors,

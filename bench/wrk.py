@@ -5,12 +5,15 @@ hook, prints one machine-readable JSON line (request count, duration, latency pe
 every error class). Parsing that line is sturdier than scraping wrk's human summary.
 """
 
+import dataclasses
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,9 @@ class WrkResult:
     write_errors: int
     timeout_errors: int
     status_errors: int
+    generator_cpu: float | None = None
+    """The CPU wrk itself used over the run, as a share of one core (1.0 = a whole core): a
+    generator near 1.0 measures itself, not the server. None when it could not be read."""
 
     @property
     def requests_per_s(self) -> float:
@@ -207,13 +213,23 @@ def run_wrk(
         script_path = Path(scratch) / "request.lua"
         script_path.write_text(script, encoding="utf-8")
         command = wrk_command(wrk_path, url, settings, script_path)
+        before, started = _children_cpu_s(), time.monotonic()
         completed = _run(command, timeout_s=settings.duration_s + settings.timeout_s + 30)
+        cpu_s, wall_s = _children_cpu_s() - before, time.monotonic() - started
     if completed.returncode != 0:
         raise WrkError(
             f"wrk exited with status {completed.returncode}:\n"
             + _tail(completed.stderr or completed.stdout)
         )
-    return parse_output(completed.stdout)
+    result = parse_output(completed.stdout)
+    return dataclasses.replace(result, generator_cpu=cpu_s / wall_s if wall_s > 0 else None)
+
+
+def _children_cpu_s() -> float:
+    """User plus system CPU seconds of this process's reaped children (wrk, once it exits; a
+    background wrk is reaped only after the measured run, so it is not counted there)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wrk_command(wrk_path: str, url: str, settings: LoadSettings, script: Path) -> list[str]:
