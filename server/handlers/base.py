@@ -262,7 +262,6 @@ class BaseHandler(RequestHandler):
         session, self._session = self._session, None
         succeeded = self.get_status() < 400
         if not succeeded and self._refusal is not None and session is not None:
-            await session.rollback()
             await self._audit_refusal(session, *self._refusal)
         hooks, self._after_commit = self._after_commit, []
         try:
@@ -288,10 +287,12 @@ class BaseHandler(RequestHandler):
         await super().finish(chunk)
 
     async def _audit_refusal(self, session: AsyncSession, action: str, detail: str) -> None:
-        """Record a refused change after its rollback, in a transaction of its own."""
+        """Roll the refused change back, then record the refusal in a transaction of its own
+        (a failure to record it is logged; the refusal is answered all the same)."""
         self._refusal = None
         actor = self.current_user
         try:
+            await session.rollback()
             await AuditRepository(session).add(
                 action,
                 user_id=actor.user_id if actor else None,
