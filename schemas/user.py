@@ -12,33 +12,66 @@ from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
 from schemas.menu import MenuTreeNode
+from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
-MOBILE_PATTERN = re.compile(r"^(?:1[3-9]\d{9}|\+[1-9]\d{6,14})$")
+MOBILE_PATTERN = r"^(?:1[3-9][0-9]{9}|\+[1-9][0-9]{6,14})$"
+"""ASCII digits only (a Unicode digit class would admit ``١٢٣``), the whole value (checked with
+``fullmatch``, so no trailing newline slips past ``$``); published as is in the OpenAPI document."""
+
+
+NAME_RULE = "printable characters, without leading or trailing spaces"
 
 
 def _printable_name(value: str) -> str:
     if not value.isprintable() or value != value.strip():
-        raise ValueError("must be printable characters without leading or trailing spaces")
+        raise ValueError(f"must be {NAME_RULE}")
     return value
 
 
 def _mobile_number(value: str) -> str:
-    if not MOBILE_PATTERN.match(value):
+    if re.fullmatch(MOBILE_PATTERN, value) is None:
         raise ValueError("must be an 11-digit Chinese mobile number or an E.164 number (+...)")
     return value
 
 
-UserName = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_printable_name)]
+UserName = Annotated[
+    str,
+    Field(min_length=1, max_length=32, description=f"1 to 32 {NAME_RULE}."),
+    AfterValidator(_printable_name),
+]
 """1 to 32 printable characters."""
 
-NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 32}
+NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 32,
+    "description": f"1 to 32 {NAME_RULE}.",
+}
 """How a name that may be omitted but never null is documented."""
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 """A password as sent; the policy (8 to 128 characters, not common) is checked separately so its
 reasons can name the rule."""
 
-Mobile = Annotated[str, Field(max_length=16), AfterValidator(_mobile_number)]
+NewPassword = Annotated[
+    Password,
+    Field(
+        description=(
+            f"{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters, not a common password,"
+            " not the account name (nor the current password); a breach of the policy is 422"
+            " naming the rule."
+        ),
+        json_schema_extra={"minLength": MIN_PASSWORD_LENGTH, "maxLength": MAX_PASSWORD_LENGTH},
+    ),
+]
+"""A password being chosen: documented with the policy's bounds, which ``password_problems``
+enforces (so its 422 names the rule)."""
+
+Mobile = Annotated[
+    str,
+    Field(max_length=16, json_schema_extra={"pattern": MOBILE_PATTERN}),
+    AfterValidator(_mobile_number),
+]
 """An 11-digit Chinese mobile number (1[3-9]xxxxxxxxx) or an E.164 number."""
 
 City = Annotated[str, Field(min_length=1, max_length=64)]
@@ -67,7 +100,7 @@ class RegisterRequest(RequestSchema):
     """``POST /user``: a new account; superuser status cannot be asked for."""
 
     name: UserName
-    pwd: Password
+    pwd: NewPassword
     mobile: Mobile | None = None
     city: City | None = None
 
@@ -94,7 +127,7 @@ class PasswordChange(RequestSchema):
     """``PUT /user/password`` (or ``PUT /user`` with exactly these keys)."""
 
     old_pwd: Password
-    new_pwd: Password
+    new_pwd: NewPassword
 
 
 class AccountClose(RequestSchema):

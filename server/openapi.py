@@ -21,11 +21,21 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from tornado.routing import PathMatches, Rule
 
 from schemas.common import ErrorEnvelope
+from server.handlers.base import MAX_JSON_BODY, MAX_JSON_DEPTH
 from server.permissions import LOGIN, PUBLIC, rule_requirement
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 PATH_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<pattern>[^)]*)\)")
 BODY_ERRORS = (400, 413, 415, 422)
+BODY_LIMITS = (
+    f"A request body is UTF-8 JSON (`Content-Type: application/json`, else 415"
+    f" `unsupported_media_type`) of at most {MAX_JSON_BODY} bytes (else 413 `payload_too_large`)"
+    f" whose arrays and objects nest at most {MAX_JSON_DEPTH} levels deep (else 400"
+    f" `json_too_deep`); malformed JSON is 400 `malformed_json`, and a body its schema refuses"
+    f" is 422 `validation_error` naming each field."
+)
+"""What ``BaseHandler.parse_json`` enforces before any schema: stated in the document's
+description and on every request body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +97,7 @@ def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[st
         paths.setdefault(path, {})[method] = document
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version, "description": BODY_LIMITS},
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
@@ -142,6 +152,7 @@ def _operation(
         document["parameters"] = parameters
     if operation.request is not None:
         document["requestBody"] = {
+            "description": BODY_LIMITS,
             "required": True,
             "content": {"application/json": {"schema": keyed[(operation.request, "validation")]}},
         }

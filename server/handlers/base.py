@@ -42,6 +42,12 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 log = logging.getLogger("mservices.request")
 
 MAX_JSON_BODY = 64 * 1024
+MAX_JSON_DEPTH = 64
+"""How deeply arrays and objects may nest in a request body: ``json.loads`` recurses once per
+level, so a body of 50,000 ``[`` would end in a RecursionError; no request model needs more."""
+JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+"""A JSON string (its brackets are text, not nesting; an unterminated one runs to the end, so a
+scan stays linear) or one bracket."""
 SESSION_COOKIE = "mservices_session"
 FLASH_COOKIE = "mservices_flash"
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-Requested-With"
@@ -192,8 +198,18 @@ class BaseHandler(RequestHandler):
         if len(body) > MAX_JSON_BODY:
             raise ApiError(413, "payload_too_large", f"the body exceeds {MAX_JSON_BODY} bytes")
         try:
-            return json.loads(body or b"null")
-        except (UnicodeDecodeError, ValueError) as error:
+            # Decoded here, not by json.loads (which would also guess UTF-16 or UTF-32), so the
+            # depth check reads exactly the characters the parser will read (RFC 8259: UTF-8).
+            text = body.decode("utf-8") if body else "null"
+        except UnicodeDecodeError as error:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+        if json_depth_exceeds(text, MAX_JSON_DEPTH):
+            raise ApiError(
+                400, "json_too_deep", f"the body nests more than {MAX_JSON_DEPTH} levels deep"
+            )
+        try:
+            return json.loads(text)
+        except ValueError as error:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
 
     def query(self, schema: type[ModelT]) -> ModelT:
@@ -499,6 +515,27 @@ class PageHandler(BaseHandler):
         menus: list[MenuNode] = await self.services.menus.tree_for(self.current_user)
         namespace.setdefault("flash", self.take_flash())
         await self.render(template, menus=menus, principal=self.current_user, **namespace)
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """True when arrays and objects in the JSON ``text`` nest more than ``limit`` levels deep.
+
+    One linear scan, no recursion, before anything parses the text: brackets inside strings
+    (escaped quotes included) are text and do not count. Unbalanced brackets are left for the
+    parser to refuse as malformed.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case: too few brackets to be too deep, whatever their order
+    depth = 0
+    for match in JSON_TOKEN.finditer(text):
+        token = match[0]
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def validation_items(error: ValidationError) -> list[ErrorItem]:

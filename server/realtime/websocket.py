@@ -36,7 +36,7 @@ from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
-from server.handlers.base import SESSION_COOKIE
+from server.handlers.base import MAX_JSON_DEPTH, SESSION_COOKIE, json_depth_exceeds
 from server.logins import Login, TokenExpired
 from server.permissions import Requirement
 from server.realtime.frames import FrameOnce, text_frame
@@ -207,6 +207,8 @@ def message_text(message: str | bytes) -> str:
         raise FrameError("bad_frame", "send text frames, not binary ones")
     text = message
     if message.lstrip().startswith("{"):
+        if json_depth_exceeds(message, MAX_JSON_DEPTH):  # json.loads would recurse that deep
+            raise FrameError("bad_frame", f"a frame nests at most {MAX_JSON_DEPTH} levels")
         try:
             data = json.loads(message)
         except ValueError:

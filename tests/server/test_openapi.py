@@ -7,10 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 from tornado.escape import xhtml_escape
 from tornado.routing import PathMatches
 
+from schemas.user import MOBILE_PATTERN, Mobile
+from server.handlers.base import MAX_JSON_BODY, MAX_JSON_DEPTH
 from server.routes import build_routes
+from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from server.services import Services
 from tests.conftest import Client
 
@@ -175,3 +179,129 @@ async def test_docs_lists_every_path_and_summary_escaped(
     # The token field's description holds "<token>": it must arrive as text, not as a tag.
     assert "Bearer <token>" not in html
     assert "Bearer &lt;token&gt;" in html
+
+
+# -- every constraint the validation enforces is in the document ------------------------------
+
+USER_FIELD_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("LoginRequest", "name"): {"minLength": 1, "maxLength": 32},
+    ("LoginRequest", "pwd"): {"minLength": 1, "maxLength": 1024},
+    ("LoginRequest", "mobile_type"): {"enum": [1, 2, 3]},
+    ("RegisterRequest", "name"): {"minLength": 1, "maxLength": 32},
+    ("RegisterRequest", "pwd"): {
+        "minLength": MIN_PASSWORD_LENGTH,
+        "maxLength": MAX_PASSWORD_LENGTH,
+    },
+    ("RegisterRequest", "mobile"): {"maxLength": 16, "pattern": MOBILE_PATTERN},
+    ("RegisterRequest", "city"): {"minLength": 1, "maxLength": 64},
+    ("ProfileUpdate", "name"): {"minLength": 1, "maxLength": 32},
+    ("ProfileUpdate", "mobile"): {"maxLength": 16, "pattern": MOBILE_PATTERN},
+    ("ProfileUpdate", "city"): {"minLength": 1, "maxLength": 64},
+    ("PasswordChange", "old_pwd"): {"minLength": 1, "maxLength": 1024},
+    ("PasswordChange", "new_pwd"): {
+        "minLength": MIN_PASSWORD_LENGTH,
+        "maxLength": MAX_PASSWORD_LENGTH,
+    },
+    ("AccountClose", "pwd"): {"minLength": 1, "maxLength": 1024},
+}
+"""What the validation of the user API enforces, field by field (the password policy's bounds
+for a password being chosen, the enum of ``MobileType``)."""
+CONSTRAINT_KEYS = ("minLength", "maxLength", "pattern", "enum")
+
+
+def user_request_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The request body schemas of the ``/user`` operations, by component name."""
+    found = {}
+    for _, path, operation in operations(document):
+        if not path.startswith("/user") or "requestBody" not in operation:
+            continue
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        name = ref.removeprefix(SCHEMA_REF)
+        found[name] = document["components"]["schemas"][name]
+    return found
+
+
+def value_schema(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema without its ``null`` alternative, references resolved."""
+    branches = [branch for branch in schema.get("anyOf", [schema]) if branch != {"type": "null"}]
+    assert len(branches) == 1, schema
+    return resolve(document, branches[0])
+
+
+def constraints(schema: dict[str, Any]) -> dict[str, Any]:
+    """The validation keywords of a property schema."""
+    return {key: schema[key] for key in CONSTRAINT_KEYS if key in schema}
+
+
+async def test_every_user_request_field_documents_the_constraints_validation_enforces(
+    document: dict[str, Any],
+) -> None:
+    schemas = user_request_schemas(document)
+    assert set(schemas) >= {name for name, _ in USER_FIELD_CONSTRAINTS}
+    checked = 0
+    for name, schema in schemas.items():
+        for field, property_schema in schema["properties"].items():
+            documented = value_schema(document, property_schema)
+            expected = USER_FIELD_CONSTRAINTS.get((name, field))
+            if expected is not None:
+                assert constraints(documented) == expected, f"{name}.{field}"
+                checked += 1
+            if documented.get("type") == "string":
+                bounded = {"maxLength", "pattern", "enum"} & set(documented)
+                assert bounded, f"{name}.{field} is a string the document does not bound"
+    assert checked == len(USER_FIELD_CONSTRAINTS)
+
+
+async def test_rules_without_a_keyword_are_stated_in_the_description(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    for model in ("LoginRequest", "RegisterRequest", "ProfileUpdate"):
+        name = value_schema(document, schemas[model]["properties"]["name"])
+        assert "printable" in name["description"], model
+    for model, field in (("RegisterRequest", "pwd"), ("PasswordChange", "new_pwd")):
+        password = schemas[model]["properties"][field]
+        assert "common password" in password["description"], model
+    assert schemas["ProfileUpdate"]["minProperties"] == 1
+
+
+@pytest.mark.parametrize(
+    ("mobile", "valid"),
+    [
+        ("13812345678", True),
+        ("+4915112345678", True),
+        ("12345678901", False),
+        ("+0123456789", False),
+        ("13٨١٢٣٤٥٦٧٨", False),
+        ("１３８１２３４５６７８", False),
+        ("13812345678\n", False),
+        ("\n13812345678", False),
+    ],
+)
+async def test_the_documented_mobile_pattern_agrees_with_the_validation(
+    document: dict[str, Any], mobile: str, valid: bool
+) -> None:
+    schema = document["components"]["schemas"]["RegisterRequest"]["properties"]["mobile"]
+    pattern: str = value_schema(document, schema)["pattern"]
+    # JSON Schema patterns are ECMA-262: without the m flag, ^ and $ anchor the whole input.
+    assert pattern.startswith("^") and pattern.endswith("$")
+    documented = re.fullmatch(pattern[1:-1], mobile) is not None
+    try:
+        TypeAdapter(Mobile).validate_python(mobile)
+        validated = True
+    except ValidationError:
+        validated = False
+    assert documented is valid
+    assert validated is valid
+
+
+async def test_the_body_limits_are_stated_in_the_document_and_on_every_body(
+    document: dict[str, Any],
+) -> None:
+    for text in (str(MAX_JSON_BODY), str(MAX_JSON_DEPTH), "json_too_deep", "payload_too_large"):
+        assert text in document["info"]["description"]
+    for method, path, operation in operations(document):
+        if "requestBody" in operation:
+            description = operation["requestBody"]["description"]
+            assert f"at most {MAX_JSON_DEPTH} levels deep" in description, f"{method} {path}"
+            assert f"at most {MAX_JSON_BODY} bytes" in description, f"{method} {path}"

@@ -636,6 +636,20 @@ async def test_frames_that_are_not_messages_get_an_error_frame(
     assert before == []
 
 
+async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_open(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+    await alice.joined()
+
+    await alice.connection.write_message('{"a":' + "[" * 50_000)
+    frame = await alice.frame()
+    _, before = await alice.own_message("still open")
+
+    assert (frame["type"], frame["code"]) == ("error", "bad_frame")
+    assert before == []
+
+
 async def test_a_lone_surrogate_gets_an_error_frame_and_the_room_and_history_carry_on(
     services: Services, connect: Connect, log_in: LogIn
 ) -> None:
