@@ -82,7 +82,8 @@ def _post_json(url: str, body: Mapping[str, object]) -> tuple[int, dict[str, obj
 def ensure_account(base_url: str, name: str) -> None:
     """Register ``name`` with the bench password (an existing account is fine)."""
     status, body = _post_json(f"{base_url}/user", {"name": name, "pwd": BENCH_PASSWORD})
-    if status not in (201, 409):
+    # 201: registered; 200: the name exists and this is its password (seed §4.3 logs it in)
+    if status not in (200, 201):
         raise RuntimeError(f"cannot register {name}: {status} {body}")
 
 

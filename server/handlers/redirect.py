@@ -1,33 +1,14 @@
 """``/redirect?to=/path`` (seed §1.5): a redirect that only ever stays on this site.
 
-``to`` must be a local path: one leading ``/`` (not ``//``, which browsers read as another
-host), no backslash anywhere (browsers treat ``/\\`` like ``//``), no control characters or
-whitespace browsers strip or choke on, at most ``MAX_TARGET`` characters. Anything else is a 400
-page, never a redirect elsewhere. Non-ASCII characters are percent-encoded into the Location.
+``to`` must be a local path as ``server/local_paths.py`` defines it (the check ``/login``'s
+``next`` shares): anything else is a 400 page, never a redirect elsewhere.
 """
 
 from __future__ import annotations
 
-import re
-from urllib.parse import quote
-
 from server.errors import ApiError
 from server.handlers.base import PageHandler
-
-MAX_TARGET = 2048
-UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
-"""Control characters, space and backslash: browsers drop or rewrite them, so ``/\\t/evil`` or
-``/\\evil`` could become ``//evil``."""
-LOCATION_SAFE = "/?#&=%:@!$'()*+,;~[]"
-
-
-def local_target(target: str) -> str | None:
-    """``target`` as a Location that stays on this site, or None when it could leave it."""
-    if not target.startswith("/") or target.startswith("//"):
-        return None
-    if len(target) > MAX_TARGET or UNSAFE.search(target):
-        return None
-    return quote(target, safe=LOCATION_SAFE)
+from server.local_paths import local_target
 
 
 class RedirectHandler(PageHandler):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Awaitable, Iterator
 from typing import ClassVar
 
-from repositories.audit import AuditRepository
-from repositories.errors import NotFound
-from repositories.models import utcnow
-from repositories.tokens import TokenRepository
-from repositories.users import UserRepository
 from schemas.common import ErrorItem, Success
 from schemas.user import (
     DEVICE_NAMES,
@@ -17,6 +14,7 @@ from schemas.user import (
     LoginRequest,
     LoginResponse,
     MeResponse,
+    MobileType,
     PasswordChange,
     ProfileUpdate,
     RegisterRequest,
@@ -25,110 +23,74 @@ from schemas.user import (
     UserRead,
     UserResponse,
 )
-from server.accounts import (
-    InvalidCredentials,
-    issue_token,
-    password_login,
-    register,
-    revoke_user_tokens,
-    token_events,
-    verify_password,
-)
+from server.accounts import Accounts, IssuedLogin, WeakPassword, WrongPassword
 from server.errors import ApiError
 from server.handlers.base import ApiHandler
-from server.invalidation import Event
-from server.logins import Login
 from server.openapi import Operation
-from server.security.policy import password_problems
 
 PASSWORD_CHANGE_KEYS = frozenset({"old_pwd", "new_pwd"})
+SEED_LOGIN_KEYS = frozenset({"name", "pwd"})
+"""Seed §4.3's page POSTs exactly these to ``/user`` to log in (a free name registers)."""
 
 
 class UserApiHandler(ApiHandler):
-    """Helpers shared by the ``/user`` handlers."""
+    """Helpers shared by the ``/user`` handlers: the account service, and its field errors
+    rendered as the envelope's ``errors``."""
 
-    def client_ip(self) -> str:
-        """The caller's address (the proxy's view when ``xheaders`` is on)."""
-        return self.request.remote_ip or "unknown"
+    def accounts(self) -> Accounts:
+        """The account service for this request's transaction, caller and address."""
+        return Accounts(self.services, self.db, client_ip=self.request.remote_ip, actor=self.login)
 
-    def device(self, body: LoginRequest) -> str:
+    def device(self, mobile_type: MobileType | None = None) -> str:
         """The device of a login: the seed's ``mobile_type``, or the User-Agent."""
-        if body.mobile_type is not None:
-            return DEVICE_NAMES[body.mobile_type]
+        if mobile_type is not None:
+            return DEVICE_NAMES[mobile_type]
         return (self.request.headers.get("User-Agent") or "unknown")[:64]
 
-    def refuse_weak_password(
-        self, password: str, *, field: str, name: str, old: str | None = None
-    ) -> None:
-        """422 naming each policy rule the password breaks."""
-        problems = password_problems(password, name=name, old_password=old)
-        if problems:
+    @contextlib.contextmanager
+    def field_errors(self) -> Iterator[None]:
+        """Render a weak or wrong password as 422 / 403 naming the field and each reason."""
+        try:
+            yield
+        except WeakPassword as weak:
             raise ApiError(
                 422,
-                "weak_password",
-                "the password does not meet the policy",
-                errors=[ErrorItem(field=field, reason=problem) for problem in problems],
-            )
+                weak.code,
+                weak.message,
+                errors=[ErrorItem(field=weak.field, reason=problem) for problem in weak.problems],
+            ) from None
+        except WrongPassword as wrong:
+            raise ApiError(
+                403,
+                wrong.code,
+                wrong.message,
+                errors=[ErrorItem(field=wrong.field, reason="does not match the current password")],
+            ) from None
 
     async def log_in(self, body: LoginRequest) -> None:
         """Check the password (throttled), issue a token and answer with it."""
-        user = await password_login(
-            self.services, self.db, name=body.name, password=body.pwd, client_ip=self.client_ip()
+        accounts = self.accounts()
+        issued = await accounts.log_in(
+            name=body.name, password=body.pwd, device=self.device(body.mobile_type)
         )
-        device = self.device(body)
-        token, row = await issue_token(self.services, self.db, user, device=device)
-        user.last_login_device = device
-        await self.audit("login", user_id=user.id, actor=user.name, detail=device)
-        await self.respond(
+        await self.respond_login(issued)
+
+    def respond_login(self, issued: IssuedLogin) -> Awaitable[None]:
+        """Answer a login with its token."""
+        return self.respond(
             LoginResponse(
-                token=token, expires_at=row.expires_at, user=UserRead.model_validate(user)
+                token=issued.token,
+                expires_at=issued.row.expires_at,
+                user=UserRead.model_validate(issued.user),
             )
         )
 
-    async def audit(
-        self, action: str, *, user_id: int | None, actor: str | None, detail: str | None = None
-    ) -> None:
-        """Record ``action`` in this request's transaction."""
-        await AuditRepository(self.db).add(
-            action, user_id=user_id, actor=actor, detail=detail, client_ip=self.client_ip()
-        )
-
-    async def verify_own_password(self, login: Login, password: str, *, field: str) -> None:
-        """Re-check the caller's password for a sensitive change (throttled like a login);
-        a wrong one is 403 naming ``field``."""
-        try:
-            await verify_password(
-                self.services,
-                name=login.principal.name,
-                password=password,
-                client_ip=self.client_ip(),
-            )
-        except InvalidCredentials:
-            raise ApiError(
-                403,
-                "wrong_password",
-                "the current password is wrong",
-                errors=[ErrorItem(field=field, reason="does not match the current password")],
-            ) from None
-
-    async def change_password(self, login: Login, change: PasswordChange) -> None:
+    async def change_password(self, change: PasswordChange) -> None:
         """Verify the old password, store the new one, revoke every other token."""
-        await self.verify_own_password(login, change.old_pwd, field="old_pwd")
-        self.refuse_weak_password(
-            change.new_pwd, field="new_pwd", name=login.principal.name, old=change.old_pwd
-        )
-        user_id = login.principal.user_id
-        await UserRepository(self.db).set_password_hash(
-            user_id, await self.services.passwords.hash(change.new_pwd)
-        )
-        revoked = await revoke_user_tokens(self.db, user_id, except_id=login.token_id)
-        await self.audit(
-            "password_changed",
-            user_id=user_id,
-            actor=login.principal.name,
-            detail=f"{len(revoked)} other sessions revoked",
-        )
-        self.publish_after_commit(*token_events(revoked))
+        accounts = self.accounts()
+        with self.field_errors():
+            await accounts.change_password(old=change.old_pwd, new=change.new_pwd)
+        self.publish_after_commit(*accounts.events)
         await self.respond(Success())
 
 
@@ -145,15 +107,18 @@ class UserHandler(UserApiHandler):
             tags=("user",),
         ),
         "POST": Operation(
-            "Register an account",
+            "Register an account (or, with only name and pwd for an existing name, log in)",
             UserResponse,
             status=201,
             request=RegisterRequest,
-            errors=(409, 429),
+            errors=(401, 409, 429),
             description="The new account holds the role named by `MSERVICES_SIGNUP_ROLE`, when it "
             "exists. One client IP may register `MSERVICES_SIGNUP_PER_IP` accounts per "
             "`MSERVICES_SIGNUP_WINDOW_SECONDS`; beyond that 429 `too_many_signups` with "
-            "`Retry-After`.",
+            "`Retry-After`.\n\nSeed §4.3 compatibility: a body of exactly `name` and `pwd` "
+            "naming an existing account is a login, throttled and audited like `POST /user/login`: "
+            '200 with `{"msg": "success", "token", "expires_at", "user"}` '
+            "(a LoginResponse), 401 `invalid_credentials` or 429 `too_many_attempts`.",
             tags=("user",),
         ),
         "PUT": Operation(
@@ -172,45 +137,46 @@ class UserHandler(UserApiHandler):
 
     async def post(self) -> None:
         """Register an account; 201 with the user (holding the sign-up role), 409 when the name
-        is taken, 429 when this address has registered too many accounts lately."""
-        body = self.parse(RegisterRequest)
-        self.refuse_weak_password(body.pwd, field="pwd", name=body.name)
-        user = await register(
-            self.services,
-            self.db,
-            name=body.name,
-            password=body.pwd,
-            mobile=body.mobile,
-            city=body.city,
-            client_ip=self.client_ip(),
-        )
+        is taken, 429 when this address has registered too many accounts lately. Exactly
+        ``{"name", "pwd"}`` for an existing name logs in instead (seed §4.3)."""
+        data = self.parse_json()
+        body = self.validate(RegisterRequest, data)
+        accounts = self.accounts()
+        with self.field_errors():
+            if isinstance(data, dict) and set(data) == SEED_LOGIN_KEYS:
+                result = await accounts.log_in_or_register(
+                    name=body.name, password=body.pwd, device=self.device()
+                )
+                if isinstance(result, IssuedLogin):
+                    await self.respond_login(result)
+                    return
+                user = result
+            else:
+                user = await accounts.register(
+                    name=body.name, password=body.pwd, mobile=body.mobile, city=body.city
+                )
         await self.respond(UserResponse(user=UserRead.model_validate(user)), status=201)
 
     async def put(self) -> None:
         """Change name, mobile or city; a body of exactly ``old_pwd`` and ``new_pwd`` changes
         the password instead (seed: 修改口令)."""
-        login = self.current_login()
+        self.current_login()
         data = self.parse_json()
         if isinstance(data, dict) and set(data) == PASSWORD_CHANGE_KEYS:
-            await self.change_password(login, self.validate(PasswordChange, data))
+            await self.change_password(self.validate(PasswordChange, data))
             return
         changes = self.validate(ProfileUpdate, data).model_dump(exclude_unset=True)
-        user = await UserRepository(self.db).update(login.principal.user_id, changes)
-        await self.audit(
-            "profile_changed",
-            user_id=user.id,
-            actor=user.name,
-            detail=", ".join(sorted(changes)),
-        )
-        self.publish_after_commit(Event("user", str(user.id)))
+        accounts = self.accounts()
+        user = await accounts.update_profile(changes)
+        self.publish_after_commit(*accounts.events)
         await self.respond(UserResponse(user=UserRead.model_validate(user)))
 
     async def delete(self) -> None:
         """Log out: revoke the token this request was made with (seed: 注销)."""
-        login = self.current_login()
-        await TokenRepository(self.db).revoke(login.token_id)
-        await self.audit("logout", user_id=login.principal.user_id, actor=login.principal.name)
-        self.publish_after_commit(Event("token", login.token_hash))
+        self.current_login()
+        accounts = self.accounts()
+        await accounts.log_out()
+        self.publish_after_commit(*accounts.events)
         await self.respond(Success())
 
 
@@ -265,8 +231,8 @@ class PasswordHandler(UserApiHandler):
 
     async def put(self) -> None:
         """Verify ``old_pwd``, apply ``new_pwd`` under the policy."""
-        login = self.current_login()
-        await self.change_password(login, self.parse(PasswordChange))
+        self.current_login()
+        await self.change_password(self.parse(PasswordChange))
 
 
 class AccountHandler(UserApiHandler):
@@ -284,14 +250,12 @@ class AccountHandler(UserApiHandler):
 
     async def delete(self) -> None:
         """Confirm with the password; the last active superuser cannot close their account."""
-        login = self.current_login()
+        self.current_login()
         body = self.parse(AccountClose)
-        await self.verify_own_password(login, body.pwd, field="pwd")
-        user_id = login.principal.user_id
-        await UserRepository(self.db).update(user_id, {"is_active": False})
-        revoked = await revoke_user_tokens(self.db, user_id)
-        await self.audit("account_closed", user_id=user_id, actor=login.principal.name)
-        self.publish_after_commit(Event("user", str(user_id)), *token_events(revoked))
+        accounts = self.accounts()
+        with self.field_errors():
+            await accounts.close_account(password=body.pwd)
+        self.publish_after_commit(*accounts.events)
         await self.respond(Success())
 
 
@@ -305,8 +269,6 @@ class SessionsHandler(UserApiHandler):
     async def get(self) -> None:
         """List tokens that are neither revoked nor expired (idle or absolute)."""
         login = self.current_login()
-        now = utcnow()
-        idle = self.services.logins.idle
         items = [
             SessionRead(
                 id=token.id,
@@ -316,8 +278,7 @@ class SessionsHandler(UserApiHandler):
                 expires_at=token.expires_at,
                 current=token.id == login.token_id,
             )
-            for token in await TokenRepository(self.db).list_live(login.principal.user_id, now=now)
-            if token.last_used_at + idle > now
+            for token in await self.accounts().live_sessions()
         ]
         await self.respond(SessionList(items=items, count=len(items)))
 
@@ -331,17 +292,8 @@ class SessionHandler(UserApiHandler):
 
     async def delete(self, session_id: str) -> None:
         """Another user's session id is 404, like one that does not exist."""
-        login = self.current_login()
-        tokens = TokenRepository(self.db)
-        token = await tokens.get_for_user(int(session_id), login.principal.user_id)
-        if token.revoked_at is not None:
-            raise NotFound(f"session {session_id} does not exist", code="session_not_found")
-        await tokens.revoke(token.id)
-        await self.audit(
-            "session_revoked",
-            user_id=login.principal.user_id,
-            actor=login.principal.name,
-            detail=f"session {token.id}",
-        )
-        self.publish_after_commit(Event("token", token.token_hash))
+        self.current_login()
+        accounts = self.accounts()
+        await accounts.revoke_session(int(session_id))
+        self.publish_after_commit(*accounts.events)
         await self.respond(Success())

@@ -9,9 +9,16 @@ server ends its own with CRLF:
   arrive within ``login_timeout`` seconds (10 by default). The password is everything after
   the single space that follows the name, so it may contain spaces (only the line ending is
   removed); a name that contains spaces is written in double quotes: ``LOGIN "ann lee" secret``.
-  Accounts and throttling are those of the API (``verify_password``): a wrong name or
+  Accounts and throttling are those of the API (``server/accounts.py``): a wrong name or
   password, or a throttled one, is answered with the API's message; after ``login_attempts``
   refusals the connection is closed.
+- Every login is a session (device ``tcp``), listed in ``GET /user/sessions`` and revocable like
+  the others: the connection registers under its token hash in ``services.chat_sessions``, so
+  whatever revokes the token (``DELETE /user/sessions/{id}``, a password change, closing the
+  account, an administrator deactivating the user or revoking their sessions), in any process,
+  ends the connection with SESSION_ENDED. Each line also re-checks the token (through the
+  login cache, so it costs no query while warm) as a backstop for a lost event. When the
+  connection ends, for whatever reason, its session is revoked, so sessions do not pile up.
 - The whole door needs ``TCP_NEED`` (``chat.use``), checked at ``LOGIN``: an account whose roles
   do not grant it is told so and disconnected.
 - Once logged in the user is in room ``lobby``; every line is a message to the current room,
@@ -50,10 +57,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from repositories.audit import AuditRepository
 from repositories.users import UserRepository
 from schemas.user import LoginRequest
-from server.accounts import InvalidCredentials, TooManyAttempts, password_login
+from server.accounts import Accounts, InvalidCredentials, IssuedLogin, TooManyAttempts
+from server.logins import TokenExpired
 from server.permissions import CHAT_USE
 from server.principal import Principal
 from server.realtime.hub import DEFAULT_ROOM
@@ -94,6 +101,10 @@ LOGIN_USAGE = '! usage: LOGIN <name> <password> (a name with spaces in quotes: L
 HELP = "* commands: /who (who is here), /join ROOM (change room), /quit; any other line is said"
 TOO_LONG = f"! line too long (at most {LINE_LIMIT} bytes); ignored"
 NOT_UTF8 = "! line is not valid UTF-8; ignored"
+SESSION_ENDED = "* your session was ended; goodbye"
+"""The last line of a connection whose session was revoked (logged out elsewhere)."""
+DEVICE = "tcp"
+"""The device of a TCP chat session in ``GET /user/sessions``."""
 
 _CONTROL_CHARACTERS = {code: " " for code in (*range(0x20), *range(0x7F, 0xA0))}
 
@@ -259,6 +270,9 @@ class _Connection:
         self._write_task: asyncio.Task[None] | None = None
         self._bucket = TokenBucket(server.rate_per_second, server.rate_burst)
         self._refusals = 0
+        self._token: str | None = None
+        self._token_hash: str | None = None
+        """The session of this connection once logged in (plaintext kept for re-checks)."""
 
     # --- output --------------------------------------------------------------------------
 
@@ -289,6 +303,11 @@ class _Connection:
             self._lines.append(line)
         self._closing = True
         self._wake.set()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """End the connection because its session was revoked (``services.chat_sessions`` calls
+        this, as it closes a WebSocket with 4001): SESSION_ENDED, then close."""
+        self.finish(SESSION_ENDED)
 
     def _drop_slow_reader(self) -> None:
         log.info("tcp chat: %s (%s) is not reading; disconnected", self.user or "-", self.ip)
@@ -371,6 +390,8 @@ class _Connection:
             if user is None or self._closing:
                 return
             self.user = user
+            if not await self._session_alive():  # revoked before it was registered
+                return
             self.say(f"* hello {user}; you are in {DEFAULT_ROOM}. Try /help")
             await self._enter(DEFAULT_ROOM)
             await self._chat()
@@ -380,6 +401,7 @@ class _Connection:
         finally:
             await self._leave()
             await self._close()
+            await self._end_session()
 
     async def _log_in(self) -> str | None:
         """The name of the user who logged in, or None when the connection ends first."""
@@ -424,25 +446,61 @@ class _Connection:
 
     async def _verify(self, name: str, password: str) -> Principal:
         """Log in as the API does (throttled, audited, hash upgraded) and check ``TCP_NEED``;
-        returns who it is, or raises PermissionDenied (audited as ``login_denied``)."""
+        returns who it is, with a session of this connection (registered so that its
+        revocation ends the connection), or raises PermissionDenied (audited as
+        ``login_denied``, no session)."""
         services = self.server.services
         async with services.sessions() as session, session.begin():
-            user = await password_login(
-                services, session, name=name, password=password, client_ip=self.ip
-            )
+            accounts = Accounts(services, session, client_ip=self.ip)
+            user = await accounts.check_password(name=name, password=password)
             role_ids = await UserRepository(session).role_ids(user.id)
             principal = Principal(user.id, user.name, user.is_superuser, frozenset(role_ids))
-            allowed = await services.menus.permits(principal, TCP_NEED)
-            await AuditRepository(session).add(
-                "login" if allowed else "login_denied",
-                user_id=user.id,
-                actor=user.name,
-                detail="tcp chat" if allowed else f"tcp chat: needs {TCP_NEED}",
-                client_ip=self.ip,
-            )
-        if not allowed:
+            if not await services.menus.permits(principal, TCP_NEED):
+                await accounts.refuse_login(user, f"tcp chat: needs {TCP_NEED}")
+                issued: IssuedLogin | None = None
+            else:
+                issued = await accounts.start_session(user, device=DEVICE, detail="tcp chat")
+        if issued is None:
             raise PermissionDenied(TCP_NEED)
-        return principal
+        self._token, self._token_hash = issued.token, issued.token_hash
+        services.chat_sessions.add(issued.token_hash, self)
+        return Principal(
+            user.id, user.name, user.is_superuser, frozenset(role_ids), token_id=issued.row.id
+        )
+
+    async def _session_alive(self) -> bool:
+        """Whether this connection's session still stands (through the login cache: no query
+        while warm); when it has ended, say so and close. A database that cannot be asked
+        leaves the connection open: revocation events still reach it."""
+        if self._token is None:
+            return False
+        try:
+            alive = await self.server.services.logins.resolve(self._token) is not None
+        except TokenExpired:
+            alive = False
+        except Exception:
+            log.warning("tcp chat: could not re-check the session of %s", self.user, exc_info=True)
+            return True
+        if not alive:
+            self.close()
+        return alive
+
+    async def _end_session(self) -> None:
+        """Revoke this connection's session (the client left or was sent away) and tell every
+        process; a failure is logged (the session then expires like any idle one)."""
+        token_hash, self._token_hash, self._token = self._token_hash, None, None
+        if token_hash is None:
+            return
+        services = self.server.services
+        services.chat_sessions.discard(token_hash, self)
+        try:
+            async with services.sessions() as session, session.begin():
+                accounts = Accounts(services, session, client_ip=self.ip)
+                await accounts.end_session(token_hash, detail="tcp chat")
+            for event in accounts.events:
+                await services.invalidation.publish(event)
+        except Exception:
+            log.warning("tcp chat: could not end the session of %s", self.user, exc_info=True)
 
     async def _chat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -458,6 +516,8 @@ class _Connection:
             text = line.strip()
             if not text or self._closing or not self._within_rate():
                 continue
+            if not await self._session_alive():
+                return
             if text.startswith("/"):
                 await self._command(text)
             elif len(text) > MAX_TEXT_CHARS:

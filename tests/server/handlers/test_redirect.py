@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from server.handlers.redirect import MAX_TARGET
+from server.local_paths import MAX_TARGET
 from tests.conftest import Client
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from repositories.audit import AuditRepository
 from repositories.models import AuthToken, User
 from repositories.users import UserRepository
+from server.handlers.base import MAX_JSON_DEPTH
 from server.security.passwords import PasswordHasher
 from server.services import Services
 from tests.conftest import Client, Response
@@ -157,9 +158,52 @@ async def test_registration_answers_201_with_the_user(client: Client) -> None:
 
 async def test_a_taken_name_is_409(client: Client) -> None:
     await register(client)
-    response = await client.post("/user", json_body={"name": "cxk", "pwd": NEW_PASSWORD})
+    response = await client.post(
+        "/user", json_body={"name": "cxk", "pwd": NEW_PASSWORD, "city": "太原"}
+    )
     assert response.status == 409
     assert response.json()["code"] == "name_taken"
+
+
+# -- seed §4.3: POST /user with exactly name and pwd ----------------------------------------
+
+
+async def test_the_seed_pages_post_of_an_existing_name_and_its_password_logs_in(
+    client: Client, services: Services
+) -> None:
+    await register(client)
+    response = await client.post("/user", json_body={"name": "cxk", "pwd": PASSWORD})
+    assert response.status == 200, response.text
+    body = response.json()
+    assert body["msg"] == "success"
+    me = await client.get("/user/me", headers=bearer(body["token"]))
+    assert me.status == 200 and me.json()["user"]["name"] == "cxk"
+    async with services.sessions() as session:
+        actions = [entry.action for entry in await AuditRepository(session).list()]
+    assert actions[0] == "login"
+
+
+async def test_the_seed_pages_post_with_a_wrong_password_is_401_audited_and_throttled(
+    client: Client, services: Services
+) -> None:
+    await register(client)
+    for _ in range(6):
+        refused = await client.post("/user", json_body={"name": "cxk", "pwd": "wrong pass"})
+        assert refused.status == 401
+        assert refused.json()["code"] == "invalid_credentials"
+    async with services.sessions() as session:
+        actions = [entry.action for entry in await AuditRepository(session).list()]
+    assert actions[:6] == ["login_failed"] * 6
+    locked = await client.post("/user", json_body={"name": "cxk", "pwd": PASSWORD})
+    assert locked.status == 429
+    assert "Retry-After" in locked.headers
+
+
+async def test_the_seed_pages_post_of_a_free_name_still_registers(client: Client) -> None:
+    response = await client.post("/user", json_body={"name": "newbie", "pwd": PASSWORD})
+    assert response.status == 201
+    assert response.json()["user"]["name"] == "newbie"
+    assert "token" not in response.json()
 
 
 async def test_registration_cannot_set_superuser(client: Client) -> None:
@@ -217,6 +261,76 @@ async def test_invalid_registrations_are_422_naming_the_field(
 async def test_an_e164_mobile_number_is_accepted(client: Client) -> None:
     response = await register(client, mobile="+4915112345678")
     assert response.json()["user"]["mobile"] == "+4915112345678"
+
+
+@pytest.mark.parametrize(
+    "mobile",
+    [
+        "13٨١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+        "１３８１２３４５６７８",  # fullwidth digits
+        "13812345678\n",
+        "+4915112345678\n",
+        "+٤٩١٥١١٢٣٤٥٦٧٨",
+    ],
+)
+async def test_a_mobile_number_is_ascii_digits_only_without_a_trailing_newline(
+    client: Client, mobile: str
+) -> None:
+    response = await client.post(
+        "/user", json_body={"name": "ok", "pwd": PASSWORD, "mobile": mobile}
+    )
+    assert response.status == 422, response.text
+    assert [item["field"] for item in response.json()["errors"]] == ["mobile"]
+    await register(client)
+    token = await login(client)
+    change = await client.request(
+        "PUT", "/user", json_body={"mobile": mobile}, headers=bearer(token)
+    )
+    assert change.status == 422, change.text
+    assert [item["field"] for item in change.json()["errors"]] == ["mobile"]
+
+
+@pytest.mark.parametrize("mobile", ["13812345678", "19900000000", "+4915112345678", "+1234567"])
+async def test_ascii_mobile_numbers_are_accepted(client: Client, mobile: str) -> None:
+    response = await register(client, mobile=mobile)
+    assert response.json()["user"]["mobile"] == mobile
+
+
+async def test_a_body_nested_50000_deep_is_400_on_every_user_route(client: Client) -> None:
+    await register(client)
+    token = await login(client)
+    deep = "[" * 50_000
+    headers = {**bearer(token), "Content-Type": "application/json"}
+    for method, path in [
+        ("GET", "/user"),
+        ("POST", "/user"),
+        ("PUT", "/user"),
+        ("POST", "/user/login"),
+        ("PUT", "/user/password"),
+        ("DELETE", "/user/account"),
+    ]:
+        response = await client.request(method, path, body=deep, headers=headers)
+        assert response.status == 400, f"{method} {path}: {response.text}"
+        assert response.json()["code"] == "json_too_deep", f"{method} {path}"
+
+
+async def test_a_body_nested_exactly_to_the_limit_is_parsed_then_validated(client: Client) -> None:
+    deep = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    as_value = await client.post(
+        "/user",
+        body='{"name": "ok", "pwd": "'
+        + PASSWORD
+        + '", "city": '
+        + "[" * (MAX_JSON_DEPTH - 1)
+        + "]" * (MAX_JSON_DEPTH - 1)
+        + "}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert as_value.status == 422, as_value.text
+    assert [item["field"] for item in as_value.json()["errors"]] == ["city"]
+    as_body = await client.post("/user", body=deep, headers={"Content-Type": "application/json"})
+    assert as_body.status == 422
+    assert as_body.json()["code"] == "validation_error"
 
 
 async def test_a_form_body_is_415(client: Client) -> None:

@@ -14,16 +14,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from repositories.models import AuditEntry
+from repositories.models import AuditEntry, AuthToken
+from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
 from server.admin import Admin
+from server.invalidation import Event
 from server.permissions import CHAT_USE, ORDERS_USE
 from server.principal import Principal
 from server.realtime.limits import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
-from server.realtime.tcp import LINE_LIMIT, TcpChatServer, render
+from server.realtime.tcp import LINE_LIMIT, SESSION_ENDED, TcpChatServer, render
 from server.services import Services
 from server.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import Client, make_settings
 from tests.grants import grant, grant_in_session
 
 TIMEOUT = 10.0
@@ -585,7 +587,11 @@ async def test_a_client_that_stops_reading_is_disconnected_when_its_queue_fills(
         assert received[-1] == "[lobby] flood: the end"
         assert "* slow left lobby" in received
         assert await services.hub.online("lobby") == ["fast"]
-        assert server.connections == 1
+
+        async def one_connection_left() -> bool:  # after the slow one's session is revoked
+            return server.connections == 1
+
+        await eventually(one_connection_left)
     finally:
         await slow.close()
         await fast.close()
@@ -685,3 +691,184 @@ def test_frames_without_a_line_for_tcp_clients_render_as_nothing() -> None:
 
 async def _online_is(services: Services, users: list[str]) -> bool:
     return await services.hub.online("lobby") == users
+
+
+# --- every login is a session -----------------------------------------------------------------
+
+NEW_PASSWORD = "tr0ub4dor and more"
+
+
+async def api_login(client: Client, name: str, password: str = PASSWORD) -> dict[str, str]:
+    """Log ``name`` in through the JSON API; the bearer header of that (other) session."""
+    response = await client.post("/user/login", json_body={"name": name, "pwd": password})
+    assert response.status == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def tcp_sessions(client: Client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """The caller's live sessions of device ``tcp``."""
+    response = await client.get("/user/sessions", headers=headers)
+    assert response.status == 200, response.text
+    return [item for item in response.json()["items"] if item["device"] == "tcp"]
+
+
+async def add_root(services: Services, client: Client) -> dict[str, str]:
+    """A superuser ``root``, logged in through the API."""
+    async with services.sessions() as session, session.begin():
+        await UserRepository(session).add(
+            name="root", password_hash=await services.passwords.hash(PASSWORD), is_superuser=True
+        )
+    return await api_login(client, "root")
+
+
+async def user_id(services: Services, name: str) -> int:
+    async with services.sessions() as session:
+        user = await UserRepository(session).get_by_name(name)
+    assert user is not None
+    return user.id
+
+
+async def test_a_tcp_login_is_a_session_listed_with_device_tcp(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    sessions = await tcp_sessions(client, await api_login(client, "alice"))
+    assert len(sessions) == 1 and sessions[0]["current"] is False
+    async with services.sessions() as session:
+        query = select(AuditEntry.detail).where(AuditEntry.action == "login")
+        details = (await session.scalars(query)).all()
+    assert details[0] == "tcp chat", details
+
+
+async def test_revoking_the_tcp_session_by_id_ends_the_connection_with_a_goodbye(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    headers = await api_login(client, "alice")
+    [session] = await tcp_sessions(client, headers)
+    revoked = await client.request("DELETE", f"/user/sessions/{session['id']}", headers=headers)
+    assert revoked.status == 200, revoked.text
+    assert (await alice.rest())[-1] == SESSION_ENDED
+    await eventually(lambda: _online_is(services, []))
+
+
+async def test_a_password_change_ends_the_tcp_connection(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    headers = await api_login(client, "alice")
+    changed = await client.request(
+        "PUT",
+        "/user/password",
+        json_body={"old_pwd": PASSWORD, "new_pwd": NEW_PASSWORD},
+        headers=headers,
+    )
+    assert changed.status == 200, changed.text
+    assert (await alice.rest())[-1] == SESSION_ENDED
+    assert await tcp_sessions(client, headers) == []
+
+
+async def test_closing_the_account_ends_the_tcp_connection(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    headers = await api_login(client, "alice")
+    closed = await client.request(
+        "DELETE", "/user/account", json_body={"pwd": PASSWORD}, headers=headers
+    )
+    assert closed.status == 200, closed.text
+    assert (await alice.rest())[-1] == SESSION_ENDED
+
+
+async def test_an_administrator_deactivating_the_user_ends_the_tcp_connection(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    root = await add_root(services, client)
+    alice = await connect()
+    await alice.log_in("alice")
+    alice_id = await user_id(services, "alice")
+    response = await client.request(
+        "PATCH", f"/api/users/{alice_id}", json_body={"is_active": False}, headers=root
+    )
+    assert response.status == 200, response.text
+    assert (await alice.rest())[-1] == SESSION_ENDED
+
+
+async def test_an_administrator_revoking_the_sessions_counts_and_ends_the_tcp_connection(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    root = await add_root(services, client)
+    alice = await connect()
+    await alice.log_in("alice")
+    alice_id = await user_id(services, "alice")
+    response = await client.request("DELETE", f"/api/users/{alice_id}/sessions", headers=root)
+    assert response.status == 200, response.text
+    assert response.json()["revoked"] == 1
+    assert (await alice.rest())[-1] == SESSION_ENDED
+
+
+async def test_only_the_revoked_sessions_connection_ends(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    first, second = await connect(), await connect()
+    await first.log_in("alice")
+    await second.log_in("alice")
+    headers = await api_login(client, "alice")
+    sessions = await tcp_sessions(client, headers)
+    assert len(sessions) == 2
+    revoked = await client.request("DELETE", f"/user/sessions/{sessions[0]['id']}", headers=headers)
+    assert revoked.status == 200
+    assert (await first.rest())[-1] == SESSION_ENDED
+    await second.send("still here")
+    await second.until("[lobby] alice: still here")
+
+
+async def test_a_tcp_session_ends_when_the_client_quits(
+    services: Services, client: Client, connect: Connect
+) -> None:
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    headers = await api_login(client, "alice")
+    assert len(await tcp_sessions(client, headers)) == 1
+    await alice.send("/quit")
+    assert (await alice.rest())[-1] == "* bye"
+
+    async def no_tcp_session() -> bool:
+        return await tcp_sessions(client, headers) == []
+
+    await eventually(no_tcp_session)
+    async with services.sessions() as session:
+        logouts = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "logout"))
+        ).all()
+    assert [entry.detail for entry in logouts] == ["tcp chat"]
+
+
+async def test_a_session_revoked_without_an_event_ends_at_the_next_line(
+    services: Services, connect: Connect
+) -> None:
+    """The backstop: an invalidation lost on the way (Redis away) still ends the connection as
+    soon as its user says something, once the login cache no longer vouches for the token."""
+    await add_user(services, "alice")
+    alice = await connect()
+    await alice.log_in("alice")
+    await alice.send("before")
+    await alice.until("[lobby] alice: before")
+    async with services.sessions() as session, session.begin():
+        [token] = (await session.scalars(select(AuthToken))).all()
+        await TokenRepository(session).revoke(token.id)
+    services.login_cache.on_event(Event("token", token.token_hash))  # the cache entry aged out
+    await alice.send("after")
+    assert await alice.rest() == [SESSION_ENDED]

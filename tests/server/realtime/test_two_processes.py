@@ -1,6 +1,7 @@
 """Two real ``mservices serve`` processes sharing the MariaDB test database and Redis: a WebSocket
 user on process A and a TCP user on process B see each other's messages and agree on who is
-online; both processes stop with exit code 0 on SIGTERM.
+online; both processes stop with exit code 0 on SIGTERM; a session revoked on A ends the TCP
+connection it opened on B.
 
 Needs ``MSERVICES_TEST_MYSQL_URL`` and ``MSERVICES_TEST_REDIS_URL`` (skipped with the reason
 without them, failed under ``MSERVICES_TEST_REQUIRE_SERVICES=1``). Each test has its own Redis
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from server.realtime.tcp import SESSION_ENDED
 from server.runtime import GOODBYE
 from tests.conftest import Client
 from tests.processes import HOST, Served, create_superuser, mservices, serve, server_env
@@ -146,3 +148,33 @@ async def test_a_websocket_user_on_a_and_a_tcp_user_on_b_chat_and_agree_on_prese
         b.process.send_signal(signal.SIGTERM)
         assert (await bob.rest())[-1] == GOODBYE
         assert await stopped(b) == 0, b.stderr()
+
+
+async def test_revoking_a_users_sessions_on_a_ends_their_tcp_connection_on_b(
+    two_processes: tuple[Served, Served],
+) -> None:
+    a, b = two_processes
+    http = Client(a.base_url)
+    try:
+        async with tcp_chat(b) as bob:
+            await bob.log_in(BOB, PASSWORDS[BOB])
+            tokens = {}
+            for name in (ANN, BOB):
+                login = await http.post(
+                    "/user/login", json_body={"name": name, "pwd": PASSWORDS[name]}
+                )
+                assert login.status == 200, login.text
+                tokens[name] = {"Authorization": f"Bearer {login.json()['token']}"}
+            me = await http.get("/user/me", headers=tokens[BOB])
+            listed = await http.get("/user/sessions", headers=tokens[BOB])
+            assert "tcp" in [item["device"] for item in listed.json()["items"]], listed.text
+
+            bob_id = me.json()["user"]["id"]
+            revoked = await http.request(
+                "DELETE", f"/api/users/{bob_id}/sessions", headers=tokens[ANN]
+            )
+            assert revoked.status == 200, revoked.text
+            assert revoked.json()["revoked"] == 2, "the API session and the TCP one"
+            assert (await asyncio.wait_for(bob.rest(), WAIT))[-1] == SESSION_ENDED
+    finally:
+        http.close()
