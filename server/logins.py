@@ -4,6 +4,9 @@ The hot path (a known, valid token) touches no database: the cache holds the pri
 snapshot of the user. ``last_used_at`` is written at most once a minute per token, in the
 background. Revocations evict the entry here at once and, through ``Invalidation``, in every
 other process within a second; entries also expire after ``ttl`` seconds as a safety net.
+While the invalidation channel is not healthy (Redis unreachable, or a publish failed), an
+entry older than ``outage_ttl`` seconds (``OUTAGE_TTL``) is read again from the database, so a
+revocation made elsewhere takes effect here within that bound even when its event is lost.
 """
 
 from __future__ import annotations
@@ -44,21 +47,44 @@ class Login:
     last_used_at: dt.datetime
 
 
-class LoginCache:
-    """A bounded LRU of token hash -> Login, with a time-to-live as a safety net."""
+OUTAGE_TTL = 5.0
+"""Seconds a cached login is trusted while the invalidation channel is not healthy: the bound
+on how long a token revoked in another process keeps working here during a Redis outage."""
 
-    def __init__(self, *, max_entries: int = 10_000, ttl: float = 60.0) -> None:
+
+def _always_healthy() -> bool:
+    return True
+
+
+class LoginCache:
+    """A bounded LRU of token hash -> Login, with a time-to-live as a safety net, shortened to
+    ``outage_ttl`` while ``healthy()`` (the invalidation channel's) says events may be lost."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        ttl: float = 60.0,
+        outage_ttl: float = OUTAGE_TTL,
+        healthy: Callable[[], bool] = _always_healthy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
+        self.outage_ttl = outage_ttl
+        self.healthy = healthy
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[float, Login]] = OrderedDict()
 
     def get(self, token_hash: str) -> Login | None:
-        """The cached login, or None when absent or older than ``ttl``."""
+        """The cached login, or None when absent, older than ``ttl``, or older than
+        ``outage_ttl`` while the invalidation channel is not healthy."""
         item = self._entries.get(token_hash)
         if item is None:
             return None
         stored_at, login = item
-        if time.monotonic() - stored_at > self.ttl:
+        age = self._clock() - stored_at
+        if age > self.ttl or (age > self.outage_ttl and not self.healthy()):
             del self._entries[token_hash]
             return None
         self._entries.move_to_end(token_hash)
@@ -66,7 +92,7 @@ class LoginCache:
 
     def put(self, login: Login) -> None:
         """Cache ``login`` (evicting the least recently used entry when full)."""
-        self._entries[login.token_hash] = (time.monotonic(), login)
+        self._entries[login.token_hash] = (self._clock(), login)
         self._entries.move_to_end(login.token_hash)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -94,6 +120,39 @@ class LoginCache:
         return len(self._entries)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLifetime:
+    """The one expiry rule of a login token: it ends ``absolute`` after it was issued, or
+    ``idle`` after it was last used, whichever comes first (or when it is revoked).
+
+    Issuing (``expires_at``), resolving a bearer token and listing a user's sessions all ask
+    this object, so the rule is written once.
+    """
+
+    idle: dt.timedelta
+    absolute: dt.timedelta
+
+    @classmethod
+    def from_days(cls, *, idle_days: float, absolute_days: float) -> TokenLifetime:
+        """The rule for ``MSERVICES_TOKEN_IDLE_DAYS`` and ``MSERVICES_TOKEN_ABSOLUTE_DAYS``."""
+        return cls(idle=dt.timedelta(days=idle_days), absolute=dt.timedelta(days=absolute_days))
+
+    def expires_at(self, issued_at: dt.datetime) -> dt.datetime:
+        """The absolute expiry of a token issued at ``issued_at``."""
+        return issued_at + self.absolute
+
+    def is_live(
+        self,
+        *,
+        expires_at: dt.datetime,
+        last_used_at: dt.datetime,
+        now: dt.datetime,
+        revoked_at: dt.datetime | None = None,
+    ) -> bool:
+        """True while a token is neither revoked, past its absolute expiry, nor idle too long."""
+        return revoked_at is None and now < expires_at and now < last_used_at + self.idle
+
+
 class TokenExpired(Exception):
     """The token exists but has passed its idle or absolute expiry, or was revoked."""
 
@@ -106,12 +165,12 @@ class LoginResolver:
         sessions: async_sessionmaker[AsyncSession],
         cache: LoginCache,
         *,
-        idle: dt.timedelta,
+        lifetime: TokenLifetime,
         spawn: Spawn,
     ) -> None:
         self._sessions = sessions
         self._cache = cache
-        self.idle = idle
+        self.lifetime = lifetime
         self._spawn = spawn
 
     async def resolve(self, token: str) -> Login | None:
@@ -134,7 +193,9 @@ class LoginResolver:
         return login
 
     def _expired(self, login: Login, now: dt.datetime) -> bool:
-        return login.expires_at <= now or login.last_used_at + self.idle <= now
+        return not self.lifetime.is_live(
+            expires_at=login.expires_at, last_used_at=login.last_used_at, now=now
+        )
 
     async def _load(self, token_hash: str) -> Login | None:
         async with self._sessions() as session:

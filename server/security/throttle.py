@@ -9,19 +9,35 @@ implement ``LoginThrottle``.
 Registration: at most ``per_ip`` registrations per client IP in any sliding window
 (``SignupThrottle``), counted before the password is hashed, so one address cannot create hundreds
 of accounts, each of which costs an argon2 hash. In memory or in Redis, like the login counters.
+
+Redis outages: a Redis throttle is wrapped in a fallback (``FallbackLoginThrottle``,
+``FallbackSignupThrottle``) that counts in this process's memory while Redis is unreachable, so
+a login or registration never fails because Redis does. One ``RedisOutage`` per process decides:
+each Redis call waits at most ``wait`` seconds; after a failure Redis is left alone for
+``cooldown`` seconds (so a paused Redis costs one short wait per cool-down, not a socket timeout
+per login), and then asked again. The outage is logged once when it starts and once when Redis
+answers again. Counts made in memory during an outage are not carried over to Redis: a
+throttle is a brake, and an outage loosens it to one allowance per process for its duration.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("mservices.throttle")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,3 +316,125 @@ class RedisSignupThrottle:
     async def _server_time(self) -> float:
         seconds, microseconds = await self._redis.time()
         return float(seconds) + float(microseconds) / 1e6
+
+
+# -- Redis outages ---------------------------------------------------------------------------
+
+REDIS_WAIT = 1.0
+"""Seconds a throttle waits for Redis before it counts in this process instead."""
+
+REDIS_COOLDOWN = 10.0
+"""Seconds the throttles leave Redis alone after it failed, before asking it again."""
+
+
+class RedisOutage:
+    """Whether this process's throttles ask Redis or count in memory, shared by all of them so
+    an outage is noticed (and logged) once, and costs one bounded wait per cool-down."""
+
+    def __init__(
+        self,
+        *,
+        wait: float = REDIS_WAIT,
+        cooldown: float = REDIS_COOLDOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.wait = wait
+        self.cooldown = cooldown
+        self._clock = clock
+        self.down = False
+        """True from a failed Redis call until one succeeds again."""
+        self._retry_at = 0.0
+
+    async def call(
+        self, in_redis: Callable[[], Awaitable[T]], in_memory: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``in_redis()`` when Redis answers within ``wait``; otherwise ``in_memory()``."""
+        if self.down and self._clock() < self._retry_at:
+            return await in_memory()
+        try:
+            async with asyncio.timeout(self.wait):
+                result = await in_redis()
+        except (RedisError, OSError, TimeoutError) as error:
+            if not self.down:
+                self.down = True
+                log.warning(
+                    "Redis is unreachable (%s): the login, registration and reset throttles "
+                    "count in this process until it answers again",
+                    str(error) or type(error).__name__,
+                )
+            self._retry_at = self._clock() + self.cooldown
+            return await in_memory()
+        if self.down:
+            self.down = False
+            log.info("Redis answers again: the throttles count in Redis again")
+        return result
+
+
+class FallbackLoginThrottle:
+    """Login counters in Redis, or in this process's memory while Redis is unreachable."""
+
+    def __init__(
+        self, redis: RedisLoginThrottle, memory: MemoryLoginThrottle, outage: RedisOutage
+    ) -> None:
+        self.redis = redis
+        self.memory = memory
+        self.outage = outage
+
+    async def retry_after(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        return await self.outage.call(
+            lambda: self.redis.retry_after(name, ip), lambda: self.memory.retry_after(name, ip)
+        )
+
+    async def record_failure(self, name: str, ip: str) -> float:
+        """See LoginThrottle."""
+        return await self.outage.call(
+            lambda: self.redis.record_failure(name, ip),
+            lambda: self.memory.record_failure(name, ip),
+        )
+
+    async def record_success(self, name: str, ip: str) -> None:
+        """See LoginThrottle."""
+        await self.outage.call(
+            lambda: self.redis.record_success(name, ip),
+            lambda: self.memory.record_success(name, ip),
+        )
+
+
+class FallbackSignupThrottle:
+    """Registration times in Redis, or in this process's memory while Redis is unreachable."""
+
+    def __init__(
+        self, redis: RedisSignupThrottle, memory: MemorySignupThrottle, outage: RedisOutage
+    ) -> None:
+        self.redis = redis
+        self.memory = memory
+        self.outage = outage
+
+    async def admit(self, ip: str) -> float:
+        """See SignupThrottle."""
+        return await self.outage.call(lambda: self.redis.admit(ip), lambda: self.memory.admit(ip))
+
+
+def login_throttle(
+    redis: Redis | None, policy: ThrottlePolicy, *, prefix: str, outage: RedisOutage
+) -> LoginThrottle:
+    """The login throttle of a process: in Redis (counting in memory while it is unreachable)
+    when ``redis`` is given, else in memory."""
+    if redis is None:
+        return MemoryLoginThrottle(policy)
+    return FallbackLoginThrottle(
+        RedisLoginThrottle(redis, policy, prefix=prefix), MemoryLoginThrottle(policy), outage
+    )
+
+
+def window_throttle(
+    redis: Redis | None, policy: SignupPolicy, *, prefix: str, outage: RedisOutage
+) -> SignupThrottle:
+    """A sliding-window throttle (registrations, reset requests) of a process: in Redis
+    (counting in memory while it is unreachable) when ``redis`` is given, else in memory."""
+    if redis is None:
+        return MemorySignupThrottle(policy)
+    return FallbackSignupThrottle(
+        RedisSignupThrottle(redis, policy, prefix=prefix), MemorySignupThrottle(policy), outage
+    )

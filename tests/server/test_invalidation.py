@@ -1,7 +1,9 @@
 """Invalidation: local listeners at once, other processes through Redis pub/sub.
 
 The Redis tests need ``MSERVICES_TEST_REDIS_URL``; each uses its own random channel, and
-"processes" are separate ``Invalidation`` instances with clients of their own.
+"processes" are separate ``Invalidation`` instances with clients of their own. Outage tests run a
+``redis-server`` of their own (``redis_server``) that they restart, stop or pause, on a fake
+clock for the channel's health.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from tornado.testing import bind_unused_port
 
-from server.invalidation import Event, Invalidation
-from tests.server.security.conftest import ScratchRedis, scratch_redis
+from server.invalidation import STALE_AFTER, Event, Invalidation
+from tests.server.security.conftest import RedisServer, ScratchRedis, redis_server, scratch_redis
+
+__all__ = ["redis_server"]  # a fixture used here, defined with the security fixtures
 
 
 @pytest.fixture
@@ -30,8 +35,13 @@ async def redis_scratch() -> AsyncIterator[ScratchRedis]:
 class Process:
     """One process's view: an ``Invalidation`` with its own Redis client, and what it heard."""
 
-    def __init__(self, redis: Redis | None, channel: str) -> None:
-        self.invalidation = Invalidation(redis, channel=channel)
+    def __init__(
+        self, redis: Redis | None, channel: str, clock: Callable[[], float] | None = None
+    ) -> None:
+        if clock is None:
+            self.invalidation = Invalidation(redis, channel=channel)
+        else:
+            self.invalidation = Invalidation(redis, channel=channel, clock=clock)
         self.events: list[Event] = []
         self.invalidation.listen(self.events.append)
 
@@ -267,3 +277,179 @@ async def test_a_subscriber_whose_connection_is_killed_resubscribes_and_clears_a
     await a.invalidation.publish(Event("token", "after the reconnect"))
     assert await heard(b, Event("token", "after the reconnect"))
     assert b.events == [Event("all"), Event("all"), Event("token", "after the reconnect")]
+
+
+# -- Redis outages (a redis-server of the test's own) ----------------------------------------
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def outage_processes(
+    redis_server: RedisServer,
+) -> AsyncIterator[Callable[[FakeClock], Process]]:
+    """Start processes on the test's own Redis, each with its own client and a given clock."""
+    async with AsyncExitStack() as closing:
+
+        def start(clock: FakeClock) -> Process:
+            redis = Redis.from_url(redis_server.url, socket_connect_timeout=2, socket_timeout=5)
+            closing.push_async_callback(redis.aclose)
+            process = Process(redis, "mservices-test:invalidate", clock)
+            process.invalidation.start()
+            closing.push_async_callback(process.invalidation.close)
+            return process
+
+        yield start
+        redis_server.resume()  # a paused server would hold the closing clients up
+
+
+async def until(condition: Callable[[], bool], *, within: float = 10.0) -> bool:
+    """Poll ``condition`` until true; False after ``within`` s (a hang guard, not a timing)."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+async def test_without_redis_the_channel_is_always_healthy() -> None:
+    assert Invalidation().healthy()
+
+
+@pytest.mark.redis
+async def test_an_invalidation_published_right_after_redis_restarts_reaches_the_other_process(
+    outage_processes: Callable[[FakeClock], Process], redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    a, b = outage_processes(clock), outage_processes(clock)
+    await subscribed(a, b)
+    await a.invalidation.publish(Event("token", "before"))  # a pooled connection, soon dead
+    assert await heard(b, Event("token", "before"))
+
+    await redis_server.restart()
+    # Both subscribers are back (each cleared its caches again); A's pooled connection is not.
+    assert await heard(a, Event("all"), times=2, within=10.0)
+    assert await heard(b, Event("all"), times=2, within=10.0)
+    await a.invalidation.publish(Event("token", "revoked"))
+    assert await heard(b, Event("token", "revoked"))
+    assert a.invalidation.healthy()
+
+
+@pytest.mark.redis
+async def test_a_publish_whose_pooled_connection_turns_out_dead_is_tried_again(
+    outage_processes: Callable[[FakeClock], Process], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pooled connection does after Redis restarted behind a proxy or a NAT, where its
+    # close is not seen: the first command on it fails. (On loopback the pool sees the close
+    # and reconnects by itself, which is why the test above passes even without a retry.)
+    clock = FakeClock()
+    a, b = outage_processes(clock), outage_processes(clock)
+    await subscribed(a, b)
+    redis = a.invalidation._redis
+    assert redis is not None
+    publish = redis.publish
+    failures = [RedisConnectionError("Connection closed by server.")]
+
+    async def first_on_a_dead_connection(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await publish(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "publish", first_on_a_dead_connection)
+    await a.invalidation.publish(Event("token", "revoked"))
+    assert not failures
+    assert await heard(b, Event("token", "revoked"))
+    assert a.invalidation.healthy()
+
+
+@pytest.mark.redis
+async def test_a_quiet_channel_stays_healthy_because_the_subscriber_pings(
+    outage_processes: Callable[[FakeClock], Process],
+) -> None:
+    clock = FakeClock()
+    process = outage_processes(clock)
+    await subscribed(process)
+    for _ in range(int(STALE_AFTER) + 2):  # well past STALE_AFTER in all
+        clock.now += 1
+        assert await until(lambda: process.invalidation.heard_at == clock.now)
+        assert process.invalidation.healthy()
+    assert process.events == [Event("all")]  # no gap, so nothing cleared again
+
+
+@pytest.mark.redis
+async def test_the_channel_is_unhealthy_while_redis_is_stopped_and_clears_caches_when_back(
+    outage_processes: Callable[[FakeClock], Process], redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    process = outage_processes(clock)
+    await subscribed(process)
+    assert process.invalidation.healthy()
+    redis_server.stop()
+    assert await until(lambda: not process.invalidation.healthy())
+    await redis_server.start()
+    assert await until(process.invalidation.healthy)
+    assert process.events == [Event("all"), Event("all")]
+
+
+@pytest.mark.redis
+async def test_the_channel_is_unhealthy_while_redis_is_paused_and_clears_caches_when_back(
+    outage_processes: Callable[[FakeClock], Process], redis_server: RedisServer
+) -> None:
+    clock = FakeClock()  # frozen: the subscriber sends no ping until the test moves it
+    process = outage_processes(clock)
+    await subscribed(process)
+    redis_server.pause()
+    clock.now += STALE_AFTER / 2
+    assert process.invalidation.healthy()  # heard from recently enough
+    clock.now += STALE_AFTER
+    assert not process.invalidation.healthy()  # nothing heard for longer than STALE_AFTER
+    assert process.invalidation.subscribed.is_set()  # which the subscription alone never shows
+    redis_server.resume()
+    assert await until(process.invalidation.healthy)
+    assert process.events == [Event("all"), Event("all")]
+
+
+@pytest.mark.redis
+async def test_a_failed_publish_makes_the_channel_unhealthy_until_redis_is_heard_again(
+    outage_processes: Callable[[FakeClock], Process], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    process = outage_processes(clock)
+    await subscribed(process)
+    redis = process.invalidation._redis
+    assert redis is not None
+
+    async def refused(*args: Any, **kwargs: Any) -> int:
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(redis, "publish", refused)
+    await process.invalidation.publish(Event("token", "lost"))
+    assert not process.invalidation.healthy()
+    monkeypatch.undo()
+    clock.now += 1  # the subscriber's next ping is answered
+    assert await until(process.invalidation.healthy)
+    assert process.events == [Event("all"), Event("token", "lost"), Event("all")]
+
+
+@pytest.mark.redis
+async def test_a_publish_to_a_paused_redis_gives_up_and_is_logged(
+    outage_processes: Callable[[FakeClock], Process],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    process = outage_processes(FakeClock())
+    await subscribed(process)
+    redis_server.pause()
+    with caplog.at_level(logging.WARNING, logger="mservices.invalidation"):
+        await asyncio.wait_for(process.invalidation.publish(Event("user", "7")), timeout=30)
+    assert process.events == [Event("all"), Event("user", "7")]  # applied here all the same
+    assert "could not publish invalidation" in caplog.text
+    assert not process.invalidation.healthy()

@@ -22,7 +22,7 @@ from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
 from schemas.user import UserRead
 from server.invalidation import Event
-from server.logins import Login, LoginCache, LoginResolver, TokenExpired
+from server.logins import Login, LoginCache, LoginResolver, TokenExpired, TokenLifetime
 from server.principal import Principal
 from server.security.tokens import hash_token, new_token
 
@@ -142,6 +142,60 @@ def test_a_menus_event_leaves_logins_alone() -> None:
     assert cache.get("a") is not None
 
 
+class Channel:
+    """The invalidation channel's health as the test sets it, and a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.now = 1000.0
+
+    def healthy(self) -> bool:
+        return self.ok
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_while_the_channel_is_unhealthy_an_entry_older_than_the_outage_ttl_is_dropped() -> None:
+    channel = Channel()
+    cache = LoginCache(ttl=60, outage_ttl=5, healthy=channel.healthy, clock=channel.clock)
+    cache.put(cached_login("a"))
+    channel.ok = False
+    channel.now += 5.5
+    assert cache.get("a") is None
+    assert len(cache) == 0
+
+
+def test_while_the_channel_is_unhealthy_a_younger_entry_is_still_served() -> None:
+    channel = Channel()
+    cache = LoginCache(ttl=60, outage_ttl=5, healthy=channel.healthy, clock=channel.clock)
+    cache.put(cached_login("a"))
+    channel.ok = False
+    channel.now += 4.5
+    assert cache.get("a") is not None
+
+
+def test_while_the_channel_is_healthy_an_entry_is_trusted_up_to_the_ttl() -> None:
+    channel = Channel()
+    cache = LoginCache(ttl=60, outage_ttl=5, healthy=channel.healthy, clock=channel.clock)
+    cache.put(cached_login("a"))
+    channel.now += 59
+    assert cache.get("a") is not None
+    channel.now += 2
+    assert cache.get("a") is None
+
+
+def test_an_entry_read_again_during_an_outage_is_trusted_for_the_outage_ttl_again() -> None:
+    channel = Channel()
+    cache = LoginCache(ttl=60, outage_ttl=5, healthy=channel.healthy, clock=channel.clock)
+    channel.ok = False
+    cache.put(cached_login("a"))
+    channel.now += 3
+    assert cache.get("a") is not None
+    channel.now += 3
+    assert cache.get("a") is None
+
+
 # -- LoginResolver -------------------------------------------------------------------------
 
 
@@ -159,7 +213,9 @@ async def resolving(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator
     """A resolver on the test database with a 7-day idle limit; spawned work is collected."""
     cache = LoginCache()
     spawned: list[Coroutine[Any, Any, Any]] = []
-    yield Resolving(LoginResolver(sessions, cache, idle=IDLE, spawn=spawned.append), cache, spawned)
+    lifetime = TokenLifetime(idle=IDLE, absolute=30 * DAY)
+    resolver = LoginResolver(sessions, cache, lifetime=lifetime, spawn=spawned.append)
+    yield Resolving(resolver, cache, spawned)
     for work in spawned:
         work.close()  # never run by the test: close it so it is not reported as never awaited
 
