@@ -1,5 +1,6 @@
 """The data model: SQLAlchemy 2 typed models for menus, users, roles and their permissions, tokens,
-goods, orders, the audit log, chat history and the named locks that serialize admin writes.
+one-time link tokens, goods, orders, the audit log, chat history and the named locks that serialize
+admin writes.
 
 Migrations in ``migrations/versions`` create exactly this schema; a test checks that
 autogenerate finds no difference between the two.
@@ -162,6 +163,9 @@ class User(Base):
     mobile: Mapped[str | None] = mapped_column(String(20))
     city: Mapped[str | None] = mapped_column(String(64))
     last_login_device: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    """Normalised (``schemas.recovery.normalise_email``); unique among all accounts."""
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     is_superuser: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -193,6 +197,26 @@ class AuthToken(Base):
     last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class OneTimeToken(Base):
+    """A single-use, expiring link token (email verification, password reset); only the
+    SHA-256 of the token is stored. ``used_at`` is set by the one conditional UPDATE that
+    consumes it, so of two concurrent uses exactly one wins."""
+
+    __tablename__ = "one_time_token"
+    __table_args__ = (MYSQL_TABLE_ARGS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(
+        String(254), doc="the address a verification link confirms"
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Goods(Base):

@@ -7,6 +7,7 @@ from typing import Any
 from tornado.routing import Rule
 from tornado.web import url
 
+from server.handlers.account_pages import account_page_routes
 from server.handlers.admin_api import admin_api_routes
 from server.handlers.admin_pages import admin_page_routes
 from server.handlers.audit import AuditHandler, AuditPageHandler
@@ -28,6 +29,7 @@ from server.handlers.orders import (
     OrdersPageHandler,
 )
 from server.handlers.pages import IndexPageHandler
+from server.handlers.recovery import recovery_routes
 from server.handlers.redirect import RedirectHandler
 from server.handlers.session import LoginPageHandler, LogoutHandler
 from server.handlers.user import (
@@ -83,6 +85,8 @@ def build_routes(services: Services) -> list[Rule]:
             name="user-session",
             need=LOGIN,
         ),
+        *recovery_routes(deps),  # email verification and password reset (JSON)
+        *account_page_routes(deps),  # /signup, /account, /forgot, /reset/{token}, /verify/{token}
         # Menus, roles, users, permissions: the JSON API and the admin pages
         *admin_api_routes(deps),
         *admin_page_routes(deps),

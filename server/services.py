@@ -7,8 +7,8 @@ Handlers never open long-lived resources themselves; they receive this container
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,8 @@ from repositories.db import create_engine, make_session_factory
 from server.background import Background
 from server.downloads.manager import DownloadManager
 from server.invalidation import Invalidation
-from server.logins import LoginCache, LoginResolver
+from server.logins import LoginCache, LoginResolver, TokenLifetime
+from server.mail import Mailer
 from server.menu_access import MenuAccess
 from server.metrics import Metrics
 from server.realtime.bus import Bus, LocalBus
@@ -32,13 +33,12 @@ from server.realtime.sessions import SessionSockets
 from server.security.passwords import PasswordHasher
 from server.security.throttle import (
     LoginThrottle,
-    MemoryLoginThrottle,
-    MemorySignupThrottle,
-    RedisLoginThrottle,
-    RedisSignupThrottle,
+    RedisOutage,
     SignupPolicy,
     SignupThrottle,
     ThrottlePolicy,
+    login_throttle,
+    window_throttle,
 )
 from server.settings import Settings, load_cookie_secret
 
@@ -61,6 +61,12 @@ class Services:
     throttle: LoginThrottle
     signups: SignupThrottle
     """Registrations per client IP (``POST /user``)."""
+    mailer: Mailer
+    """Sends verification and reset links (SMTP, or the log without ``MSERVICES_SMTP_URL``)."""
+    reset_ips: SignupThrottle
+    """Password reset requests per client IP (``POST /user/password/forgot``, ``/forgot``)."""
+    reset_addresses: SignupThrottle
+    """Reset links sent per email address, whether or not it belongs to an account."""
     invalidation: Invalidation
     redis: Redis | None
     cookie_secret: str
@@ -93,8 +99,14 @@ class Services:
         self.passwords.close()
 
 
-async def open_services(settings: Settings, *, engine: AsyncEngine | None = None) -> Services:
-    """Open the services for ``settings`` and start their background work."""
+async def open_services(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Services:
+    """Open the services for ``settings`` and start their background work; ``clock`` (seconds,
+    monotonic) times the Redis outage rules: throttle cool-down, channel health, cache trust."""
     engine = engine or create_engine(
         settings.effective_database_url,
         pool_size=settings.db_pool_size,
@@ -122,21 +134,31 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         max_seconds=settings.login_backoff_max_seconds,
         window_seconds=settings.login_failure_window_seconds,
     )
-    throttle: LoginThrottle = (
-        RedisLoginThrottle(redis, policy, prefix=f"{settings.redis_prefix}:login:")
-        if redis is not None
-        else MemoryLoginThrottle(policy)
+    # With Redis, every throttle counts in memory while it is unreachable (one outage, shared).
+    outage = RedisOutage(clock=clock)
+    throttle: LoginThrottle = login_throttle(
+        redis, policy, prefix=f"{settings.redis_prefix}:login:", outage=outage
     )
     signup_policy = SignupPolicy(
         per_ip=settings.signup_per_ip, window_seconds=settings.signup_window_seconds
     )
-    signups: SignupThrottle = (
-        RedisSignupThrottle(redis, signup_policy, prefix=f"{settings.redis_prefix}:signup:")
-        if redis is not None
-        else MemorySignupThrottle(signup_policy)
+    signups: SignupThrottle = window_throttle(
+        redis, signup_policy, prefix=f"{settings.redis_prefix}:signup:", outage=outage
     )
-    invalidation = Invalidation(redis, channel=f"{settings.redis_prefix}:invalidate")
-    login_cache = LoginCache()
+    reset_policy = SignupPolicy(
+        per_ip=settings.reset_per_ip, window_seconds=settings.reset_window_seconds
+    )
+    address_policy = SignupPolicy(
+        per_ip=settings.reset_per_email, window_seconds=settings.reset_window_seconds
+    )
+    reset_ips: SignupThrottle = window_throttle(
+        redis, reset_policy, prefix=f"{settings.redis_prefix}:reset-ip:", outage=outage
+    )
+    reset_addresses: SignupThrottle = window_throttle(
+        redis, address_policy, prefix=f"{settings.redis_prefix}:reset-to:", outage=outage
+    )
+    invalidation = Invalidation(redis, channel=f"{settings.redis_prefix}:invalidate", clock=clock)
+    login_cache = LoginCache(healthy=invalidation.healthy, clock=clock)
     menus = MenuAccess(sessions)
     invalidation.listen(login_cache.on_event)
     invalidation.listen(menus.on_event)
@@ -178,12 +200,17 @@ async def open_services(settings: Settings, *, engine: AsyncEngine | None = None
         logins=LoginResolver(
             sessions,
             login_cache,
-            idle=dt.timedelta(days=settings.token_idle_days),
+            lifetime=TokenLifetime.from_days(
+                idle_days=settings.token_idle_days, absolute_days=settings.token_absolute_days
+            ),
             spawn=background.spawn,
         ),
         login_cache=login_cache,
         throttle=throttle,
         signups=signups,
+        mailer=Mailer.from_settings(settings),
+        reset_ips=reset_ips,
+        reset_addresses=reset_addresses,
         invalidation=invalidation,
         redis=redis,
         cookie_secret=load_cookie_secret(settings),

@@ -91,6 +91,39 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="The sliding window of signup_per_ip."
     )
 
+    public_url: str = Field(
+        default="",
+        description="The site's address as users reach it (https://example.com), used in mailed "
+        "links; empty: http://HOST:PORT. Never taken from the request's Host header.",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="Where mail goes: smtp://[user:pass@]host[:25] (plain), "
+        "smtp+starttls://...[:587] (STARTTLS required) or smtps://...[:465] (TLS); unset: "
+        "links are written to the log.",
+    )
+    mail_from: str = Field(
+        default="mservices <noreply@localhost>",
+        min_length=3,
+        max_length=254,
+        description="The From header of mail sent.",
+    )
+    email_verify_hours: float = Field(
+        default=24, gt=0, le=24 * 30, description="How long an email verification link works."
+    )
+    password_reset_hours: float = Field(
+        default=1, gt=0, le=72, description="How long a password reset link works."
+    )
+    reset_per_ip: int = Field(
+        default=10, ge=1, description="Password reset requests one client IP may make per window."
+    )
+    reset_per_email: int = Field(
+        default=3, ge=1, description="Reset links one address may be sent per window."
+    )
+    reset_window_seconds: float = Field(
+        default=3600.0, gt=0, description="The sliding window of reset_per_ip and reset_per_email."
+    )
+
     password_time_cost: int = Field(default=2, ge=1, le=20)
     password_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024, le=1024 * 1024)
     password_parallelism: int = Field(default=1, ge=1, le=16)
@@ -197,6 +230,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return url
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None or url.get_secret_value() == "":
+            return None
+        if not url.get_secret_value().startswith(("smtp://", "smtp+starttls://", "smtps://")):
+            raise ValueError("must be an smtp://, smtp+starttls:// or smtps:// URL")
+        return url
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
     @field_validator("cookie_secret")
     @classmethod
     def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
@@ -227,6 +276,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mservices.db').resolve()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        """The base of mailed links: PUBLIC_URL, or the address this server listens on."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def effective_download_dir(self) -> Path:

@@ -13,9 +13,11 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from tornado.web import Application, RequestHandler
 
 from repositories.menus import MenuNode
+from repositories.models import User
 from schemas.audit import AuditEntryRead
 from schemas.orders import OrderRead
 from server.app import STATIC_DIR, TEMPLATE_DIR
+from server.handlers.account_pages import SessionRow
 from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
 from server.handlers.cookies import CookieRow
 from server.handlers.orders import REVIEW
@@ -78,7 +80,26 @@ DOCUMENT = {
     "components": {"schemas": {"Read": {"title": "<i>"}}},
 }
 
+ACCOUNT_USER = User(
+    id=1, name="<i>", mobile="<i>", city="<i>", email="<i>@example.com", email_verified=False
+)
+
 NAMESPACES: dict[str, dict[str, Any]] = {
+    "account/signup.html": {
+        "menus": TREE,
+        "error": "<i>",
+        "form": {"name": "<i>", "mobile": "<i>", "city": "<i>"},
+    },
+    "account/account.html": {
+        "menus": TREE,
+        "user": ACCOUNT_USER,
+        "sessions": [
+            SessionRow(id=1, device="<i>", created_at="<i>", last_used_at="<i>", current=True)
+        ],
+    },
+    "account/forgot.html": {"menus": TREE, "error": "<i>", "sent": True, "email": "<i>"},
+    "account/reset.html": {"menus": TREE, "error": "<i>", "invalid": False},
+    "account/verify.html": {"menus": TREE, "invalid": False, "done": "<i>@example.com"},
     "base.html": {"menus": TREE},
     "index.html": {"menus": TREE},
     "login.html": {"menus": TREE, "error": "<i>", "name": "<i>", "next_url": "/<i>"},
