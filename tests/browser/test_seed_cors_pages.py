@@ -1,7 +1,8 @@
 """The seed's §4.3 cross-origin pages, clicked in Chromium against the real API.
 
-Both pages POST ``{"name": "cxk", "pwd": "123"}`` to ``/user``, which here is registration; "123"
-breaks the password policy, so the API answers 422 with ``msg``, with CORS headers. The guide
+Both pages POST ``{"name": "cxk", "pwd": "123"}`` to ``/user``. For a free name that is
+registration; "123" breaks the password policy, so the API answers 422 with ``msg``, with CORS
+headers. For an existing account it is a login (200 ``{"msg": "success", "token"}``). The guide
 gives the fetch variant only as a ``<script>``: ``fetch.html`` is the XMLHttpRequest page with its
 script replaced by that one, both verbatim.
 
@@ -17,8 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from repositories.models import AuditEntry
+from repositories.users import UserRepository
 from server.app import make_app
-from server.services import open_services
+from server.services import Services, open_services
 from tests.browser.conftest import TIMEOUT_MS, OpenPage, SeedSite
 from tests.conftest import Client, make_settings, serve_app
 
@@ -109,6 +114,35 @@ async def test_the_xhr_page_reads_the_cross_origin_answer_after_a_preflight(
     assert await page.inner_text("#result") == ""
     assert watched.cors_console_errors() == []
     assert watched.cors_errors == []
+
+
+async def test_the_xhr_page_logs_an_existing_account_in_and_shows_success(
+    client: Client, services: Services, seed_site: SeedSite, open_page: OpenPage
+) -> None:
+    """Seed §4.3's page, verbatim: for an account that exists (here one carried over from the
+    seed's data, password and all), its POST /user is a login, answered 200 with msg."""
+    async with services.sessions() as session, session.begin():
+        await UserRepository(session).add(
+            name="cxk", password_hash=await services.passwords.hash(SEED_BODY["pwd"])
+        )
+    origin = await seed_site(client.base_url)
+    watched = await open_page(f"{origin}/xhr.html")
+    page = watched.page
+
+    async with page.expect_response(lambda r: r.url == f"{client.base_url}/user") as answer:
+        await page.get_by_role("button", name="登录").click()
+    response = await answer.value
+    await page.wait_for_function(
+        "document.getElementById('result').textContent !== ''", timeout=TIMEOUT_MS
+    )
+
+    await watched.keep_screenshot("seed-xhr-page-login")
+    assert response.status == 200
+    assert await page.inner_text("#result") == "success"
+    assert watched.cors_errors == []
+    async with services.sessions() as session:
+        actions = (await session.scalars(select(AuditEntry.action))).all()
+    assert "login" in actions
 
 
 async def test_an_origin_the_api_does_not_allow_gets_a_cors_error(
