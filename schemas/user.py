@@ -144,6 +144,8 @@ class UserRead(Schema):
     mobile: str | None
     city: str | None
     last_login_device: str | None
+    email: str | None = None
+    email_verified: bool = False
     is_active: bool
     is_superuser: bool
     created_at: dt.datetime

@@ -126,6 +126,8 @@ async def test_setting_an_email_mails_a_link_whose_page_verifies_it(site: Site) 
     assert (await stored_user(site.services, user_id)).email_verified
     again = await browser.post(path)
     assert again.status == 400 and "已被使用" in again.text
+    me = (await site.client.get("/user/me", headers=bearer(token))).json()["user"]
+    assert (me["email"], me["email_verified"]) == ("cxk@example.com", True)
 
 
 async def test_the_json_api_verifies_an_address_with_the_links_token(site: Site) -> None:
