@@ -146,19 +146,32 @@ class OrderRepository:
         await self.session.flush()
         return order
 
-    async def set_review(self, order_id: int, user_id: int, review: str) -> tuple[Order, Goods]:
+    async def set_review(
+        self, order_id: int, user_id: int, review: str, *, replace: bool = False
+    ) -> tuple[Order, Goods]:
         """Attach the user's review to their placed order in one conditional UPDATE (a cancel
-        landing after the order was read cannot be overtaken); a cancelled order is a
-        Conflict, another user's or a missing one NotFound."""
+        or another review landing after the order was read cannot be overtaken); a cancelled
+        order is a Conflict (``order_cancelled``), and so is an order already reviewed unless
+        ``replace`` says to replace that review (``already_reviewed``); another user's or a
+        missing order is NotFound."""
+        conditions = [Order.id == order_id, Order.user_id == user_id, Order.status == "placed"]
+        if not replace:
+            conditions.append(Order.review.is_(None))
         statement = (
             update(Order)
-            .where(Order.id == order_id, Order.user_id == user_id, Order.status == "placed")
+            .where(*conditions)
             .values(review=review)
             .execution_options(synchronize_session=False)
         )
         result = cast(CursorResult[Any], await self.session.execute(statement))
         order, goods = await self.get_owned(order_id, user_id)
         if result.rowcount == 0:
-            raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
+            await self.session.refresh(order, ["status", "review"])
+            if order.status == "cancelled":
+                raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
+            raise Conflict(
+                'the order already has a review; send "replace": true to replace it',
+                code="already_reviewed",
+            )
         await self.session.refresh(order, ["status", "review"])
         return order, goods

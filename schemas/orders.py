@@ -51,3 +51,8 @@ class OrderReview(RequestSchema):
     """``POST /order/3/{id}``: the review of an order."""
 
     review: ReviewText
+    replace: bool = Field(
+        default=False,
+        description="Replace the order's existing review; without it a second review is 409 "
+        "``already_reviewed``.",
+    )

@@ -5,7 +5,9 @@ Orders are the caller's own, so any logged-in user may open theirs (the ``/order
 publishes the link). Another user's order answers 404 exactly like one that does not exist, so
 ids reveal nothing. An action page is HTML by default and JSON when the client sends
 ``Accept: application/json``; ``GET`` shows the order and the action's form, ``POST`` performs it
-(cancelling twice is 409, reviewing a cancelled order is 409, an unknown action 400).
+(cancelling twice is 409, reviewing a cancelled order is 409, an unknown action 400). A review
+replaces an existing one only when asked: ``{"review", "replace": true}`` in JSON, ``replace=1``
+from the form (which shows the current review); a blind second review is 409 ``already_reviewed``.
 """
 
 from __future__ import annotations
@@ -204,9 +206,11 @@ class OrderActionHandler(PageHandler, ApiHandler):
         if order.status == "cancelled":
             raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
         if self.api:
-            text = self.parse(OrderReview).review
+            body = self.parse(OrderReview)
+            text, replace = body.review, body.replace
         else:
             typed = self.get_body_argument("review", "")
+            replace = self.get_body_argument("replace", "") == "1"
             try:
                 text = self.validate(OrderReview, {"review": typed}).review
             except ApiError as refused:
@@ -214,7 +218,19 @@ class OrderActionHandler(PageHandler, ApiHandler):
                 reason = "; ".join(item.reason for item in refused.errors) or refused.msg
                 await self.show(order_read(order, goods), REVIEW, error=reason, review=typed)
                 return
-        reviewed, goods = await OrderRepository(self.db).set_review(order.id, order.user_id, text)
+        try:
+            reviewed, goods = await OrderRepository(self.db).set_review(
+                order.id, order.user_id, text, replace=replace
+            )
+        except Conflict as conflict:
+            if self.api or conflict.code != "already_reviewed":
+                raise
+            # Reviewed meanwhile (another tab): show the review now stored, keep what was typed.
+            current, goods = await OrderRepository(self.db).get_owned(order.id, order.user_id)
+            self.set_status(409)
+            error = "这个订单已经有评价了（见上方）；确认替换请再次提交"
+            await self.show(order_read(current, goods), REVIEW, error=error, review=typed)
+            return
         await self.done(order_read(reviewed, goods), "评价已保存")
 
     async def done(self, order: OrderRead, message: str, *, status: int = 200) -> None:

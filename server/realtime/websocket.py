@@ -257,6 +257,7 @@ class ChatSocketHandler(WebSocketHandler):
     _bucket: TokenBucket | None = None
     _refusals: int = 0
     _joined: bool = False
+    _left: bool = False
     _closing: bool = False
     _closed: bool = False
 
@@ -341,8 +342,8 @@ class ChatSocketHandler(WebSocketHandler):
             self._close(CLOSE_INTERNAL_ERROR, "chat unavailable")
         # From here on closing leaves the room (a failed join is undone the same way).
         self._joined = True
-        if self._closed:  # the connection went away while joining: on_close could not leave
-            await self.hub.leave(self, self.room)
+        if self._closing:  # closed while joining: neither close nor on_close could leave
+            self._leave_now()
 
     def send(self, payload: str) -> None:
         """Write an encoded frame now (hub ``Member``); past SEND_BUFFER_BYTES unsent, close
@@ -375,6 +376,14 @@ class ChatSocketHandler(WebSocketHandler):
             return
         await self.hub.say(self.user, self.room, text)
 
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Start the closing handshake and leave the room now: a socket the server closes (an
+        ended session's 4001, a shutdown, a refused client) is gone for the others at once, not
+        when the client answers or the handshake times out."""
+        self._closing = True
+        super().close(code, reason)
+        self._leave_now()
+
     def on_close(self) -> None:
         """Leave the room (in the background: presence may be remote)."""
         self._closing = True
@@ -382,7 +391,12 @@ class ChatSocketHandler(WebSocketHandler):
         open_sockets(self.services).discard(self)
         self.services.chat_sessions.discard(self.token_hash, self)
         self.services.chat_pings.discard(self)
-        if self._joined:
+        self._leave_now()
+
+    def _leave_now(self) -> None:
+        """Leave the room once, in the background, when the join got far enough to be left."""
+        if self._joined and not self._left:
+            self._left = True
             self.services.spawn(self.hub.leave(self, self.room))
 
     def _refuse(self, code: str, text: str) -> None:
@@ -394,7 +408,6 @@ class ChatSocketHandler(WebSocketHandler):
     def _close(self, code: int, reason: str) -> None:
         """Close after what was written before (the same stream keeps the order)."""
         if not self._closing:
-            self._closing = True
             self.close(code, reason)
 
     def _write(self, frame: bytes) -> None:

@@ -1,4 +1,6 @@
-// The chat room: one WebSocket to /message, resumed after every disconnect.
+// The chat room: one WebSocket to /message, resumed after every disconnect, except when the
+// server says the session ended (4001), the client broke the rules (1008) or the handshake is
+// refused because the session is gone: then the page stops and says why.
 // Text reaches the page only through textContent, never innerHTML: a message is data, not markup.
 (function () {
   "use strict";
@@ -21,7 +23,11 @@
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 15000;
 
+  var CLOSE_SESSION_ENDED = 4001;
+  var CLOSE_POLICY = 1008;
+
   var socket = null;
+  var stopped = false; // the server said no: nothing reconnects until the page is reloaded
   var attempt = 0;
   var timer = null;
   var lastId = null; // the greatest message id seen, as exact decimal text
@@ -204,7 +210,9 @@
     setStatus("connecting", attempt > 0 ? "重新连接中…" : "连接中…");
     var ws = new WebSocket(socketUrl());
     socket = ws;
+    var opened = false;
     ws.onopen = function () {
+      opened = true;
       setStatus("open", "已连接");
     };
     ws.onmessage = function (event) {
@@ -222,14 +230,72 @@
         return;
       }
       socket = null;
-      reconnectLater(event.code);
+      if (event.code === CLOSE_SESSION_ENDED) {
+        sessionEnded();
+      } else if (event.code === CLOSE_POLICY) {
+        stop("发送太快，连接已被关闭；刷新页面可重新连接");
+      } else if (!opened) {
+        // A refused handshake (401, 403) reaches the page only as 1006 before open: ask once
+        // whether the session is still there before trying again.
+        checkSession();
+      } else {
+        reconnectLater();
+      }
     };
   }
 
+  // Stop for good and say why (the status line and the message list both keep the reason).
+  function stop(text, link) {
+    stopped = true;
+    if (timer !== null) {
+      window.clearTimeout(timer);
+      timer = null;
+    }
+    status.dataset.state = "stopped";
+    status.replaceChildren(document.createTextNode(text));
+    var item = document.createElement("li");
+    item.className = "chat-notice chat-notice-error";
+    item.appendChild(document.createTextNode(text));
+    if (link) {
+      status.appendChild(document.createTextNode(" "));
+      status.appendChild(link.cloneNode(true));
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(link);
+    }
+    place(item, null);
+    input.disabled = true;
+    form.querySelector("button").disabled = true;
+  }
+
+  function sessionEnded() {
+    var link = document.createElement("a");
+    link.className = "chat-login";
+    link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "重新登录";
+    stop("会话已结束，请重新登录", link);
+  }
+
+  function checkSession() {
+    setStatus("closed", "连接失败，正在检查登录状态…");
+    fetch("/user/me", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 401) {
+          sessionEnded();
+        } else if (response.status === 403) {
+          stop("没有使用聊天室的权限");
+        } else {
+          reconnectLater();
+        }
+      })
+      .catch(function () {
+        reconnectLater(); // the server is away, not the session
+      });
+  }
+
   // Exponential backoff with jitter, so a restarted server is not hit by every tab at once.
-  function reconnectLater(code) {
-    if (code === 1008) {
-      notice("发送太快，连接已被关闭", "error");
+  function reconnectLater() {
+    if (stopped) {
+      return;
     }
     attempt += 1;
     var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempt - 1));
@@ -239,7 +305,7 @@
   }
 
   function reconnectNow() {
-    if (timer !== null) {
+    if (timer !== null && !stopped) {
       window.clearTimeout(timer);
       connect();
     }

@@ -1,6 +1,7 @@
 """The chat page in a real browser: two users in separate Chromium contexts chat through
 ``/chat`` (the app served in-process), see each other online, hostile text stays text, and a
-page whose socket the server closes reconnects and shows what it missed.
+page whose socket the server closes reconnects and shows what it missed, and a page whose session
+ended (logged out elsewhere, or refused at the handshake) stops with a link to log in again.
 
 Needs ``/usr/bin/chromium`` and the ``playwright`` package (see ``conftest.py``); skipped
 without them unless ``MSERVICES_TEST_REQUIRE_SERVICES=1``.
@@ -130,3 +131,69 @@ async def test_a_page_reconnects_after_the_server_closes_and_shows_what_it_misse
     query = parse_qs(urlsplit(sockets[0]).query)
     assert query == {"room": ["lobby"], "last_id": [before_id]}, "resumed from the exact id"
     assert before_id is not None and int(before_id) > 2**53, "ids exceed a double's precision"
+
+
+async def test_logging_out_in_another_tab_stops_the_chat_with_a_login_link_and_bob_sees_the_leave(
+    browser: Browser, client: Client, passwords: dict[str, str]
+) -> None:
+    alice = await open_chat(browser, client, "alice", passwords["alice"])
+    bob = await open_chat(browser, client, "bob", passwords["bob"])
+    await expect(alice.locator("#chat-online li")).to_have_text(["alice", "bob"])
+    attempts: list[str] = []
+    alice.on("websocket", lambda socket: attempts.append(socket.url))
+    probes: list[str] = []
+    alice.on("request", lambda request: probes.append(request.url))
+
+    other_tab = await alice.context.new_page()
+    await other_tab.goto("/")
+    await other_tab.get_by_role("button", name="退出").click()
+
+    await expect(bob.locator("#chat-online li")).to_have_text(["bob"])
+    await expect(bob.locator("#chat-messages")).to_contain_text("alice 离开聊天室")
+    status = alice.locator("#chat-status")
+    await expect(status).to_have_attribute("data-state", "stopped")
+    await expect(status).to_contain_text("会话已结束，请重新登录")
+    link = status.get_by_role("link", name="重新登录")
+    await expect(link).to_have_attribute("href", "/login?next=%2Fchat")
+    await expect(alice.locator("#chat-input")).to_be_disabled()
+    # Going back online would reconnect a page that still hoped to; this one has stopped.
+    await alice.context.set_offline(True)
+    await alice.context.set_offline(False)
+    await send_marker_through(bob)
+    assert attempts == [], "no connection attempt after the session ended"
+    assert probes == [], "4001 says why by itself: no request was needed"
+    await link.click()
+    await alice.wait_for_url(client.base_url + "/login?next=%2Fchat")
+
+
+async def test_a_refused_handshake_with_no_session_left_stops_after_one_check(
+    browser: Browser, client: Client, services: Services, passwords: dict[str, str]
+) -> None:
+    alice = await open_chat(browser, client, "alice", passwords["alice"])
+    attempts: list[str] = []
+    alice.on("websocket", lambda socket: attempts.append(socket.url))
+    probes: list[str] = []
+    alice.on("request", lambda request: probes.append(request.url))
+
+    # The session is gone without the socket being told (its cookie cleared, as after an
+    # expiry), then the server restarts: the reconnect is refused with 401 before it opens.
+    await alice.context.clear_cookies()
+    await open_sockets(services).close_all(1012, "restarting")
+
+    status = alice.locator("#chat-status")
+    await expect(status).to_have_attribute("data-state", "stopped")
+    await expect(status).to_contain_text("会话已结束，请重新登录")
+    await expect(status.get_by_role("link", name="重新登录")).to_be_visible()
+    await alice.context.set_offline(True)
+    await alice.context.set_offline(False)
+    await alice.evaluate("() => fetch('/user/me')")  # a request after any the page would make
+    assert len(attempts) == 1, "one refused attempt, then no more"
+    assert [url for url in probes if url.endswith("/user/me")] == [client.base_url + "/user/me"] * 2
+
+
+async def send_marker_through(page: Page) -> None:
+    """Chat a message and see it come back: time has passed for anything the other page would
+    have done meanwhile (no sleep)."""
+    marker = f"marker {secrets.token_hex(4)}"
+    await send(page, marker)
+    await expect(page.locator("#chat-messages .chat-text").last).to_have_text(marker)

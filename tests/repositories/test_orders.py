@@ -381,3 +381,26 @@ async def test_search_finds_everyones_orders_or_one_users_newest_first_and_count
     assert await orders.count_matching(user_name="alice") == 2
     assert await orders.count_matching(user_name="nobody") == 0
     assert await orders.search(user_name="nobody", limit=10) == []
+
+
+async def test_a_second_review_is_a_conflict_unless_it_says_it_replaces_the_first(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    orders = OrderRepository(session)
+    alice = await add_user(session, "alice")
+    order = await orders.add(user_id=alice.id, goods_id=(await add_goods(orders, "abacus")).id)
+    await orders.set_review(order.id, alice.id, "first")
+    await session.commit()
+
+    with pytest.raises(Conflict) as refused:
+        await orders.set_review(order.id, alice.id, "blind second")
+    await session.commit()
+    assert refused.value.code == "already_reviewed"
+    async with sessions() as fresh:
+        assert (await OrderRepository(fresh).get(order.id)).review == "first"
+
+    replaced, _ = await orders.set_review(order.id, alice.id, "second", replace=True)
+    await session.commit()
+    assert replaced.review == "second"
+    async with sessions() as fresh:
+        assert (await OrderRepository(fresh).get(order.id)).review == "second"

@@ -3,6 +3,7 @@ again, review; owner only, every refusal, HTML for browsers and JSON on request.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -172,6 +173,21 @@ async def test_a_review_is_stored_stripped(client: Client, services: Services, a
     assert shown.json()["order"]["review"] == "好用！"
 
 
+async def test_a_blind_second_review_is_409_and_replace_true_replaces_it(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    assert (await act(client, alice, 3, order_id, {"review": "first"})).status == 200
+
+    blind = await act(client, alice, 3, order_id, {"review": "second"})
+
+    assert_error(blind, 409, "already_reviewed")
+    assert (await listed(client, alice))["items"][0]["review"] == "first"
+    replaced = await act(client, alice, 3, order_id, {"review": "second", "replace": True})
+    assert replaced.status == 200, replaced.text
+    assert (await listed(client, alice))["items"][0]["review"] == "second"
+
+
 @pytest.mark.parametrize(
     "body",
     [{"review": ""}, {"review": "   "}, {"review": "x" * 2001}, {"review": "ok", "x": 1}, {}],
@@ -297,6 +313,41 @@ async def test_a_browser_reviews_through_the_form(
     assert flash.text == "评价已保存"
     assert (await listed(client, alice))["items"][0]["review"] == "<i>good</i>"
     assert "&lt;i&gt;good&lt;/i&gt;" in (await browser.get("/orders")).text
+
+
+async def test_the_review_form_shows_the_current_review_and_replaces_it_explicitly(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    await browser.act(f"/order/3/{order_id}", {"review": "first"}, back="/orders")
+
+    form = await browser.get(f"/order/3/{order_id}")
+    assert "当前评价" in form.text and "提交后将替换现有评价" in form.text
+    assert 'name="replace" value="1"' in form.text
+    blind = await browser.post(f"/order/3/{order_id}", {"review": "second"})
+    assert blind.status == 409
+    assert "已经有评价" in blind.text and "first" in blind.text
+    assert (await listed(client, alice))["items"][0]["review"] == "first"
+
+    flash = await browser.act(
+        f"/order/3/{order_id}", {"review": "second", "replace": "1"}, back="/orders"
+    )
+    assert flash.text == "评价已保存"
+    assert (await listed(client, alice))["items"][0]["review"] == "second"
+    assert "修改评价" in (await browser.get("/orders")).text
+
+
+async def test_the_orders_page_shows_when_each_order_was_placed(
+    client: Client, services: Services, alice: str, browser: Browser
+) -> None:
+    await place(services, "alice", "abacus")
+    [item] = (await listed(client, alice))["items"]
+    placed = dt.datetime.fromisoformat(item["created_at"])
+
+    page = await browser.get("/orders")
+
+    assert "下单时间" in page.text
+    assert placed.strftime("%Y-%m-%d %H:%M") in page.text
 
 
 async def test_an_empty_review_in_a_browser_re_renders_the_form_with_422(
