@@ -20,7 +20,11 @@ from repositories.errors import Conflict, NotFound, Unprocessable
 from repositories.locks import hold
 from repositories.models import Menu, role_menu
 
-MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible", "permission")
+MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible", "permission", "audience")
+
+AUDIENCES = ("all", "visitors", "members")
+"""Who a menu is shown to among those it is granted to: everyone, only visitors who are not
+logged in (登录), only logged-in users."""
 
 MAX_DEPTH = 32
 """The deepest a menu may sit (a root is at depth 1); deeper creates and moves are refused with
@@ -41,6 +45,8 @@ class MenuNode:
     children: list[MenuNode] = field(default_factory=list)
     permission: str | None = None
     """The permission the menu's page needs: it is shown only to holders."""
+    audience: str = "all"
+    """``all``, ``visitors`` (hidden once logged in) or ``members`` (hidden from visitors)."""
 
 
 def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
@@ -55,6 +61,7 @@ def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
             sort=menu.sort,
             visible=menu.visible,
             permission=menu.permission,
+            audience=menu.audience,
         )
         for menu in menus
     )
@@ -132,11 +139,22 @@ class MenuRepository:
             Menu.sort,
             Menu.visible,
             Menu.permission,
+            Menu.audience,
         ).order_by(Menu.sort, Menu.id)
         rows = await self.session.execute(query)
         return [
-            MenuNode(id, title, url, note, parent_id, sort, visible, permission=permission)
-            for id, title, url, note, parent_id, sort, visible, permission in rows
+            MenuNode(
+                id,
+                title,
+                url,
+                note,
+                parent_id,
+                sort,
+                visible,
+                permission=permission,
+                audience=audience,
+            )
+            for id, title, url, note, parent_id, sort, visible, permission, audience in rows
         ]
 
     async def add(
@@ -149,6 +167,7 @@ class MenuRepository:
         sort: int = 0,
         visible: bool = True,
         permission: str | None = None,
+        audience: str = "all",
     ) -> Menu:
         """Create a menu under ``parent_id`` (a root when None), at most ``MAX_DEPTH`` deep."""
         await hold(self.session)
@@ -166,6 +185,7 @@ class MenuRepository:
             sort=sort,
             visible=visible,
             permission=permission,
+            audience=audience,
         )
         self.session.add(menu)
         await self.session.flush()

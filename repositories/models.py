@@ -143,6 +143,9 @@ class Menu(Base):
     sort: Mapped[int] = mapped_column(Integer, default=0)
     visible: Mapped[bool] = mapped_column(default=True, server_default=true())
     permission: Mapped[str | None] = mapped_column(String(64))
+    audience: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    """Who is shown the menu, among those it is granted to: ``all``, ``visitors`` (only while
+    not logged in, e.g. 登录) or ``members`` (only once logged in)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     parent: Mapped[Menu | None] = relationship(

@@ -25,6 +25,11 @@ def _local_path(value: str) -> str:
     return value
 
 
+MenuAudience = Literal["all", "visitors", "members"]
+"""Who a menu is shown to among those it is granted to: everyone, only visitors who are not
+logged in (登录), only logged-in users."""
+
+
 class MenuTreeNode(Schema):
     """A menu and its children, to any depth."""
 
@@ -35,6 +40,7 @@ class MenuTreeNode(Schema):
     sort: int
     visible: bool
     permission: str | None = None
+    audience: MenuAudience = "all"
     children: list[MenuTreeNode]
 
 
@@ -56,6 +62,8 @@ class MenuCreate(RequestSchema):
     visible: StrictBool = True
     permission: PermissionCode | None = None
     """The permission the menu's page needs; the menu is shown only to holders."""
+    audience: MenuAudience = "all"
+    """``visitors``: hidden once logged in (登录); ``members``: hidden from visitors."""
 
 
 class MenuUpdate(RequestSchema):
@@ -72,10 +80,14 @@ class MenuUpdate(RequestSchema):
     sort: Annotated[SortKey | None, WithJsonSchema({"type": "integer"})] = None
     visible: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
     permission: PermissionCode | None = None
+    audience: Annotated[
+        MenuAudience | None,
+        WithJsonSchema({"type": "string", "enum": ["all", "visitors", "members"]}),
+    ] = None
 
     @model_validator(mode="after")
     def _required_fields_stay_set(self) -> MenuUpdate:
-        for name in ("title", "sort", "visible"):
+        for name in ("title", "sort", "visible", "audience"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         if not self.model_fields_set:
@@ -94,6 +106,7 @@ class MenuRead(Schema):
     sort: int
     visible: bool
     permission: str | None = None
+    audience: MenuAudience = "all"
 
 
 class MenuResponse(Schema):

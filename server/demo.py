@@ -47,6 +47,8 @@ class DemoMenu:
     children: tuple[DemoMenu, ...] = ()
     permission: str | None = None
     """The permission its page needs: the menu is shown only to holders."""
+    audience: str = "all"
+    """``visitors``: hidden once logged in (登录); ``members``: hidden from visitors."""
 
 
 DEMO_ROLES = {
@@ -67,7 +69,7 @@ admin role administers (it holds every permission)."""
 
 DEMO_MENUS = (
     DemoMenu("首页", "/", (ANONYMOUS_ROLE, "admin", "agent", "customer")),
-    DemoMenu("登录", "/login", (ANONYMOUS_ROLE,)),
+    DemoMenu("登录", "/login", (ANONYMOUS_ROLE,), audience="visitors"),
     DemoMenu("我的订单", "/orders", ("customer",), permission=ORDERS_USE),
     DemoMenu(
         "客服中心",
@@ -134,10 +136,17 @@ async def load_demo(session: AsyncSession, passwords: PasswordHasher) -> DemoRes
                     parent_id=parent_id,
                     sort=sort,
                     permission=item.permission,
+                    audience=item.audience,
                 )
                 existing.append(menu)
-            elif menu.permission is None and item.permission is not None:
-                menu = await menus.update(menu.id, {"permission": item.permission})
+            else:
+                missing: dict[str, str] = {}
+                if menu.permission is None and item.permission is not None:
+                    missing["permission"] = item.permission
+                if menu.audience == "all" and item.audience != "all":
+                    missing["audience"] = item.audience
+                if missing:
+                    menu = await menus.update(menu.id, missing)
             for role in item.roles:
                 grants[role].add(menu.id)
             await place(item.children, menu.id)

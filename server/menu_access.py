@@ -109,15 +109,15 @@ class MenuAccess:
             return need == PUBLIC
         return (await self.access_for(principal)).permits(need)
 
+    def cached_tree_for(self, principal: Principal | None) -> list[MenuNode] | None:
+        """The tree ``principal`` sees if it is cached, else None; never waits (for the error
+        pages, which render synchronously and must render while the database is down)."""
+        cached = self._cache.get(_cache_key(principal))
+        return None if cached is None else cached.tree
+
     async def access_for(self, principal: Principal | None) -> Access:
         """The cached Access of ``principal``'s role set, built on a miss."""
-        key: object
-        if principal is None:
-            key = ANONYMOUS_ROLE
-        elif principal.is_superuser:
-            key = "superuser"
-        else:
-            key = principal.role_ids
+        key = _cache_key(principal)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -129,11 +129,29 @@ class MenuAccess:
         return access
 
 
+def _cache_key(principal: Principal | None) -> object:
+    if principal is None:
+        return ANONYMOUS_ROLE
+    if principal.is_superuser:
+        return "superuser"
+    return principal.role_ids
+
+
+def for_audience(nodes: Sequence[MenuNode], *, logged_in: bool) -> list[MenuNode]:
+    """The menus meant for this caller: ``visitors`` menus only for visitors, ``members`` menus
+    only for logged-in users (superusers included). A menu left out takes its subtree with it
+    (``granted_tree`` treats a missing parent like a hidden one)."""
+    excluded = "visitors" if logged_in else "members"
+    return [node for node in nodes if node.audience != excluded]
+
+
 async def build_access(session: AsyncSession, principal: Principal | None) -> Access:
     """Read the menus, the principal's menu grants and permissions (three queries) and build its
     Access in O(n). A granted menu that names a permission the roles do not grant is not shown:
     nobody sees a link to a page that would answer 403. Visitors hold no permission."""
-    menus = await MenuRepository(session).list_nodes()
+    menus = for_audience(
+        await MenuRepository(session).list_nodes(), logged_in=principal is not None
+    )
     if principal is not None and principal.is_superuser:
         return Access.of(granted_tree(menus, None), None)
     roles = RoleRepository(session)

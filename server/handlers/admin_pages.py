@@ -9,13 +9,17 @@ and answers post/redirect/get: a 302 back to its page with a flash message sayin
 or why nothing did (the Conflict, NotFound or Refused message, or the invalid fields). A refused
 change is rolled back before the redirect, because the 302 is a success status and would
 otherwise commit whatever was written before the refusal; a ``Refused`` one is then audited.
+A refused menu create or update does not redirect: the editor is rendered again with the refusal's
+status (422 invalid, 409 conflict, 404, 403) and what the admin typed, so nothing is retyped.
 
 URLs (``{id}`` is the row's numeric id; every route but the three pages is POST only):
 
     GET  /admin/menus                  the tree editor
-    POST /admin/menus/create           title, url, note, visible, parent_id ("" = top level);
+    POST /admin/menus/create           title, url, note, visible, parent_id ("" = top level),
+                                       permission, audience (all|visitors|members);
                                        the new menu goes last among its siblings
-    POST /admin/menus/{id}/update      title, url, note, visible (an unchecked box hides it)
+    POST /admin/menus/{id}/update      title, url, note, visible (an unchecked box hides it),
+                                       permission, audience
     POST /admin/menus/{id}/move        parent_id ("" = top level); it goes last there
     POST /admin/menus/{id}/reorder     direction=up|down: trade places with that sibling
     POST /admin/menus/{id}/delete      cascade=1 also deletes its subtree
@@ -43,6 +47,7 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ValidationError
 from tornado.routing import Rule
+from tornado.web import Finish
 
 from repositories.errors import DomainError
 from repositories.menus import MenuNode, MenuRepository
@@ -109,6 +114,29 @@ class UserRow:
     is_active: bool
     is_superuser: bool
     role_ids: frozenset[int] = frozenset()
+
+
+MENU_AUDIENCES = (
+    ("all", "所有人"),
+    ("visitors", "仅访客（未登录）"),
+    ("members", "仅登录用户"),
+)
+"""The audience choices of the menu forms: value and label."""
+
+
+@dataclass(frozen=True, slots=True)
+class MenuForm:
+    """What was typed into a menu form, shown again when the change is refused."""
+
+    title: str = ""
+    url: str = ""
+    note: str = ""
+    parent_id: str = ""
+    permission: str = ""
+    audience: str = "all"
+    visible: bool = True
+    menu_id: int | None = None
+    """The menu an edit form belongs to; None for the create form."""
 
 
 class FormError(Exception):
@@ -180,22 +208,33 @@ class AdminPageHandler(PageHandler):
         """True when the checkbox ``name`` was submitted."""
         return bool(self.text(name))
 
-    async def apply(self, change: Callable[[Admin], Awaitable[str]]) -> NoReturn:
+    async def apply(
+        self,
+        change: Callable[[Admin], Awaitable[str]],
+        *,
+        keep: Callable[[str, int], Awaitable[None]] | None = None,
+    ) -> NoReturn:
         """Run ``change``, flash its message or the reason it was refused, and redirect back.
 
         A refusal rolls back first: the redirect is a success status, so without the rollback
-        the transaction would commit whatever ``change`` wrote before it was refused.
+        the transaction would commit whatever ``change`` wrote before it was refused. With
+        ``keep``, a refusal is not redirected: whatever the refusal recorded is committed, then
+        ``keep(reason, status)`` renders the form again with what was typed.
         """
         admin = Admin(self.db, self.actor, client_ip=self.request.remote_ip)
         try:
             message = await change(admin)
-        except Refused as refused:
-            await self.db.rollback()
-            await admin.record_refusal(refused)  # committed with the redirect
-            self.flash(str(refused), level="error")
         except (DomainError, FormError) as error:
             await self.db.rollback()
-            self.flash(str(error), level="error")
+            if isinstance(error, Refused):
+                await admin.record_refusal(error)  # committed with the redirect, or below
+            if keep is None:
+                self.flash(str(error), level="error")
+            else:
+                await self.db.commit()
+                status = error.status if isinstance(error, DomainError) else 422
+                await keep(str(error), status)
+                raise Finish from None
         except Unchanged as unchanged:
             await self.db.rollback()
             self.flash(str(unchanged), level="info")
@@ -218,33 +257,77 @@ async def last_sort(menus: MenuRepository, parent_id: int | None, *, without: in
     return max(sorts) + 1 if sorts else 0
 
 
-class MenusPageHandler(AdminPageHandler):
-    """``GET /admin/menus``: the whole tree, every node with its edit, move, order and delete
-    forms, and a form to create a menu."""
+class MenuEditorHandler(AdminPageHandler):
+    """Renders the menu editor: the page itself, and again after a refused create or update."""
 
-    async def get(self) -> None:
-        """Render ``admin/menus.html``."""
+    back_url = MENUS_URL
+
+    async def render_editor(
+        self, *, typed: MenuForm | None = None, refusal: str | None = None, status: int = 200
+    ) -> None:
+        """Render ``admin/menus.html``: the tree (each node with the roles granting it) and
+        ``typed`` in the form it came from, with ``refusal`` as an error message."""
         tree = await MenuRepository(self.db).get_tree()
+        roles = RoleRepository(self.db)
+        listed = await roles.list()
+        grants = await roles.menu_ids_by_role(role.id for role in listed)
+        granted_by: dict[int, list[str]] = {}
+        for role in listed:
+            for granted in sorted(grants.get(role.id, ())):
+                granted_by.setdefault(granted, []).append(role.name)
+        self.set_status(status)
         await self.render_page(
             "admin/menus.html",
             tree=tree,
             options=menu_options(tree),
             permissions=list(PERMISSIONS.values()),
+            audiences=MENU_AUDIENCES,
+            granted_by=granted_by,
+            typed=typed,
+            **({"flash": {"level": "error", "text": refusal}} if refusal is not None else {}),
         )
+
+    def typed_form(self, menu_id: int | None) -> MenuForm:
+        """What was posted to a create (``menu_id`` None) or update form, as typed."""
+        return MenuForm(
+            title=self.text("title"),
+            url=self.text("url"),
+            note=self.text("note"),
+            parent_id=self.text("parent_id"),
+            permission=self.text("permission"),
+            audience=self.text("audience") or "all",
+            visible=self.checked("visible"),
+            menu_id=menu_id,
+        )
+
+    def keep_typed(self, menu_id: int | None) -> Callable[[str, int], Awaitable[None]]:
+        """A ``keep`` for ``apply``: the editor again, with the form as typed."""
+
+        async def keep(refusal: str, status: int) -> None:
+            await self.render_editor(typed=self.typed_form(menu_id), refusal=refusal, status=status)
+
+        return keep
+
+
+class MenusPageHandler(MenuEditorHandler):
+    """``GET /admin/menus``: the whole tree, each node compact (title, url, the roles granting
+    it) with its edit, move and delete forms behind a button, and a form to create a menu."""
+
+    async def get(self) -> None:
+        """Render ``admin/menus.html``."""
+        await self.render_editor()
 
 
 FORM_BOOLEANS = {"1": True, "true": True, "on": True, "0": False, "false": False, "off": False}
 """How a submitted flag reads; anything else stays text and fails validation."""
 
 
-class MenuCreateHandler(AdminPageHandler):
+class MenuCreateHandler(MenuEditorHandler):
     """``POST /admin/menus/create``: a new menu, last among its siblings."""
 
-    back_url = MENUS_URL
-
     async def post(self) -> None:
-        """Create the menu and return to the editor."""
-        await self.apply(self.create)
+        """Create the menu and return to the editor (or show the form again, as typed)."""
+        await self.apply(self.create, keep=self.keep_typed(None))
 
     async def create(self, admin: Admin) -> str:
         """Validate the form and create the menu."""
@@ -257,6 +340,7 @@ class MenuCreateHandler(AdminPageHandler):
                 "parent_id": self.optional("parent_id"),
                 "visible": self.checked("visible"),
                 "permission": self.optional("permission"),
+                "audience": self.text("audience") or "all",
             },
         )
         fields = form.model_dump()
@@ -265,10 +349,8 @@ class MenuCreateHandler(AdminPageHandler):
         return f"已创建菜单{quoted(menu.title)}"
 
 
-class MenuActionHandler(AdminPageHandler):
+class MenuActionHandler(MenuEditorHandler):
     """``POST /admin/menus/{id}/(update|move|reorder|delete)``: change one menu."""
-
-    back_url = MENUS_URL
 
     async def post(self, item_id: str, action: str) -> None:
         """Apply ``action`` to the menu and return to the editor."""
@@ -280,7 +362,8 @@ class MenuActionHandler(AdminPageHandler):
             "delete": self.delete_menu,
         }
         perform = actions[action]
-        await self.apply(lambda admin: perform(admin, menu_id))
+        keep = self.keep_typed(menu_id) if action == "update" else None
+        await self.apply(lambda admin: perform(admin, menu_id), keep=keep)
 
     async def update(self, admin: Admin, menu_id: int) -> str:
         """Rename, re-link, annotate, show or hide the menu."""
@@ -292,6 +375,7 @@ class MenuActionHandler(AdminPageHandler):
                 "note": self.optional("note"),
                 "visible": self.checked("visible"),
                 "permission": self.optional("permission"),
+                "audience": self.text("audience") or "all",
             },
         )
         menu = await admin.menus.get(menu_id)

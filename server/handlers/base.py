@@ -54,6 +54,21 @@ CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-Requested-With"
 CORS_MAX_AGE = 600
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+ERROR_HEADINGS = {
+    400: "请求无效",
+    401: "请先登录",
+    403: "没有权限访问此页面",
+    404: "找不到这个页面",
+    405: "不支持这种请求方式",
+    409: "与现有数据冲突",
+    413: "请求内容太大",
+    422: "输入无效",
+    429: "请求太频繁，请稍后再试",
+    500: "服务器出错了",
+    503: "服务暂时不可用，请稍后再试",
+}
+"""The sentence an error page leads with, by status (the detail below it comes from the error)."""
+ERROR_HEADING_OTHER = "出错了"
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -363,15 +378,31 @@ class BaseHandler(RequestHandler):
         self.render_error_page(response.status, response.msg)
 
     def render_error_page(self, status: int, message: str) -> None:
-        """The HTML error page; it needs no database, so it renders during an outage too."""
+        """The HTML error page, with the caller's nav and account area when known.
+
+        ``write_error`` cannot await, so nothing here touches the database: the caller is the
+        one ``prepare`` already resolved (None when it never got that far), and their menus
+        come from ``services.menus``' cache when it holds them, else none. During an outage the
+        page therefore still renders, at worst without menus.
+        """
         self.set_header("Content-Type", "text/html; charset=UTF-8")
+        principal: Principal | None = None
+        menus: list[MenuNode] = []
+        try:
+            user = self.current_user
+            principal = user if isinstance(user, Principal) else None
+            if hasattr(self, "services"):
+                menus = self.services.menus.cached_tree_for(principal) or []
+        except Exception:
+            log.exception("the error page could not read the caller's menus")
         try:
             html = self.render_string(
                 "errors/error.html",
                 status=status,
+                heading=ERROR_HEADINGS.get(status, ERROR_HEADING_OTHER),
                 message=message,
-                menus=[],
-                principal=None,
+                menus=menus,
+                principal=principal,
                 flash=None,
                 request_id=self.request_id,
             )

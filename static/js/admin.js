@@ -24,6 +24,23 @@
     }
   });
 
+  // The menu tree: Escape inside a node's opened forms closes them and returns to its "编辑"
+  // button; a form shown again after a refusal is scrolled into view.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || !(event.target instanceof Element)) {
+      return;
+    }
+    var details = event.target.closest("details.node-more[open]");
+    if (details) {
+      details.open = false;
+      details.querySelector("summary").focus();
+    }
+  });
+  var refused = document.querySelector("form.is-refused");
+  if (refused) {
+    refused.scrollIntoView({ block: "center" });
+  }
+
   // A role's checklist: buttons to check or clear every menu at once.
   document.querySelectorAll("form.checklist fieldset").forEach(function (fieldset) {
     var boxes = fieldset.querySelectorAll('input[type="checkbox"]');

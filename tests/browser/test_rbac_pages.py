@@ -146,3 +146,56 @@ async def test_a_customer_opening_an_admin_page_gets_403(
     assert response.status == 403
     await expect(customer.locator("h1.error-status")).to_have_text("403")
     await expect(customer.locator("main")).not_to_contain_text("菜单树")
+
+
+async def test_a_refused_create_keeps_everything_the_admin_typed(
+    browser: Browser, client: Client, passwords: dict[str, str]
+) -> None:
+    admin = await log_in(browser, client, "admin", passwords["admin"])
+    await admin.goto("/admin/menus")
+    typed = {"标题": "月度报表", "地址": "/downloads", "备注": "每月一号更新"}  # 下载 has this url
+    chosen = {
+        "上级": "\u2003菜单管理",
+        "所需权限": "audit.view · 查看审计日志",
+        "给谁看": "仅登录用户",
+    }
+    form = admin.locator("form.menu-create")
+    for label, value in typed.items():
+        await form.get_by_label(label).fill(value)
+    for label, option in chosen.items():
+        await form.get_by_label(label).select_option(label=option)
+    await form.get_by_label("显示").uncheck()
+    await form.get_by_role("button", name="创建").click()
+
+    await expect(admin.locator(".flash")).to_contain_text("the url '/downloads' belongs to")
+    form = admin.locator("form.menu-create")
+    for label, value in typed.items():
+        await expect(form.get_by_label(label)).to_have_value(value)
+    for label, option in chosen.items():
+        await expect(form.get_by_label(label).locator("option:checked")).to_have_text(option)
+    await expect(form.get_by_label("显示")).not_to_be_checked()
+
+    # Fix the one refused field and send the rest as it stands.
+    await form.get_by_label("地址").fill("/reports")
+    await form.get_by_role("button", name="创建").click()
+    await expect(admin.locator(".flash")).to_have_text("已创建菜单「月度报表」")
+
+
+async def test_a_menus_edit_forms_open_and_close_from_the_keyboard(
+    browser: Browser, client: Client, passwords: dict[str, str]
+) -> None:
+    admin = await log_in(browser, client, "admin", passwords["admin"])
+    await admin.goto("/admin/menus")
+    node = admin.locator('li.menu-node:has(> .node-card .node-title:text-is("下载"))')
+    await expect(node.locator(".node-row")).to_contain_text("/downloads")
+    title = node.locator('> .node-card input[name="title"]')
+    await expect(title).to_be_hidden()
+
+    summary = node.locator("> .node-card summary")
+    await summary.focus()
+    await admin.keyboard.press("Enter")
+    await expect(title).to_be_visible()
+    await title.focus()
+    await admin.keyboard.press("Escape")
+    await expect(title).to_be_hidden()
+    await expect(summary).to_be_focused()

@@ -67,6 +67,21 @@ async def test_a_new_menu_is_a_visible_root_with_sort_zero_by_default(
     assert (menu.sort, menu.visible, menu.parent_id, menu.url) == (0, True, None, None)
 
 
+async def test_a_menus_audience_is_stored_listed_and_changed(session: AsyncSession) -> None:
+    menus = MenuRepository(session)
+    everyone = await menus.add(title="Home", url="/")
+    login = await menus.add(title="Login", url="/login", audience="visitors")
+    await session.commit()
+    assert everyone.audience == "all"
+    nodes = {node.title: node.audience for node in await menus.list_nodes()}
+    assert nodes == {"Home": "all", "Login": "visitors"}
+    await menus.update(login.id, {"audience": "members"})
+    await session.commit()
+    assert [node.audience for node in build_tree(await menus.list()) if node.id == login.id] == [
+        "members"
+    ]
+
+
 async def test_menus_are_listed_by_sort_then_id(session: AsyncSession) -> None:
     menus = MenuRepository(session)
     late = await menus.add(title="late", sort=2)

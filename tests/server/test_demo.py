@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from repositories.menus import MenuNode, MenuRepository
-from repositories.models import Base
+from repositories.models import Base, Menu
 from repositories.orders import OrderRepository
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
@@ -197,8 +197,24 @@ async def test_each_role_sees_a_visibly_different_menu_tree(
     assert seen[ANONYMOUS_ROLE] == {"首页", "登录"}
     assert seen["customer"] == {"首页", "我的订单", "客服中心", "聊天室", "客服在线"}
     assert seen["agent"] == {"首页", "客服中心", "聊天室", "客服在线", "订单查询"}
-    assert seen["admin"] == EVERY_MENU
+    assert seen["admin"] == EVERY_MENU - {"登录"}, "a superuser sees every menu but the visitors'"
     assert len({frozenset(menus) for menus in seen.values()}) == 4
+
+
+async def test_the_login_menu_is_for_visitors_only_and_a_reload_marks_an_older_one(
+    sessions: async_sessionmaker[AsyncSession], passwords: PasswordHasher
+) -> None:
+    await load(sessions, passwords)
+    async with sessions() as session, session.begin():
+        login = await session.scalar(select(Menu).where(Menu.url == "/login"))
+        assert login is not None
+        assert login.audience == "visitors"
+        login.audience = "all"  # as loaded before menus had an audience
+    await load(sessions, passwords)
+    async with sessions() as session:
+        assert await session.scalar(select(Menu.audience).where(Menu.url == "/login")) == (
+            "visitors"
+        )
 
 
 async def test_the_admin_role_alone_grants_the_administration_menus(

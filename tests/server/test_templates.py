@@ -18,7 +18,7 @@ from schemas.audit import AuditEntryRead
 from schemas.orders import OrderRead
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.account_pages import SessionRow
-from server.handlers.admin_pages import MenuOption, RoleRow, UserRow
+from server.handlers.admin_pages import MENU_AUDIENCES, MenuForm, MenuOption, RoleRow, UserRow
 from server.handlers.cookies import CookieRow
 from server.handlers.orders import REVIEW
 from server.permissions import PERMISSIONS
@@ -35,7 +35,16 @@ TREE = [
         sort=0,
         visible=True,
         children=[
-            MenuNode(id=2, title="子", url=None, note=None, parent_id=1, sort=0, visible=True)
+            MenuNode(
+                id=2,
+                title="子",
+                url=None,
+                note=None,
+                parent_id=1,
+                sort=0,
+                visible=True,
+                audience="visitors",
+            )
         ],
     )
 ]
@@ -103,7 +112,13 @@ NAMESPACES: dict[str, dict[str, Any]] = {
     "base.html": {"menus": TREE},
     "index.html": {"menus": TREE},
     "login.html": {"menus": TREE, "error": "<i>", "name": "<i>", "next_url": "/<i>"},
-    "errors/error.html": {"menus": [], "status": 404, "message": "not <found>", "request_id": "r"},
+    "errors/error.html": {
+        "menus": TREE,
+        "status": 403,
+        "heading": "<i>",
+        "message": "not <found>",
+        "request_id": "r",
+    },
     "ui/nav.html": {"menus": TREE},
     "ui/menu.html": {"menus": TREE},
     "docs.html": {"menus": TREE, "document": DOCUMENT, "pretty": json.dumps},
@@ -136,11 +151,17 @@ NAMESPACES: dict[str, dict[str, Any]] = {
         "tree": TREE,
         "options": OPTIONS,
         "permissions": list(PERMISSIONS.values()),
+        "audiences": MENU_AUDIENCES,
+        "granted_by": {1: ["<i>"]},
+        "typed": MenuForm(title="<i>", url="/<i>", note="<i>", parent_id="1", audience="<i>"),
     },
     "admin/menu_node.html": {
         "node": TREE[0],
         "options": OPTIONS,
         "permissions": list(PERMISSIONS.values()),
+        "audiences": MENU_AUDIENCES,
+        "granted_by": {2: ["<i>"]},
+        "typed": MenuForm(title="<i>", url="/<i>", note="<i>", menu_id=2),
         "first": True,
         "last": False,
     },

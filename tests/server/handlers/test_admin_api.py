@@ -273,6 +273,7 @@ async def test_a_superuser_creates_reads_changes_and_deletes_a_menu(
         "sort": 2,
         "visible": True,
         "permission": None,
+        "audience": "all",
     }
     path = f"/api/menus/{menu['id']}"
     assert (await client.get(path, headers=auth)).json()["menu"] == menu
@@ -286,6 +287,31 @@ async def test_a_superuser_creates_reads_changes_and_deletes_a_menu(
     deleted = await client.request("DELETE", path, headers=auth)
     assert deleted.json() == {"msg": "success", "deleted": [menu["id"]]}
     assert_error(await client.get(path, headers=auth), 404, "menu_not_found")
+
+
+async def test_a_menus_audience_is_set_changed_and_validated(client: Client, root: str) -> None:
+    auth = bearer(root)
+    created = await client.post(
+        "/api/menus",
+        json_body={"title": "注册", "url": "/signup", "audience": "visitors"},
+        headers=auth,
+    )
+    assert created.status == 201, created.text
+    menu = created.json()["menu"]
+    assert menu["audience"] == "visitors"
+    path = f"/api/menus/{menu['id']}"
+    changed = await client.request("PATCH", path, json_body={"audience": "members"}, headers=auth)
+    assert changed.json()["menu"]["audience"] == "members"
+    tree = (await client.get("/api/menus", headers=auth)).json()["menus"]
+    assert [node["audience"] for node in tree if node["id"] == menu["id"]] == ["members"]
+    for wrong in ("everyone", None):
+        refused = await client.request("PATCH", path, json_body={"audience": wrong}, headers=auth)
+        assert_error(refused, 422, "validation_error")
+    assert_error(
+        await client.post("/api/menus", json_body={"title": "x", "audience": "all "}, headers=auth),
+        422,
+        "validation_error",
+    )
 
 
 async def test_patch_changes_only_the_fields_sent_and_null_parent_makes_a_root(
@@ -307,6 +333,7 @@ async def test_patch_changes_only_the_fields_sent_and_null_parent_makes_a_root(
         "sort": 1,
         "visible": True,
         "permission": None,
+        "audience": "all",
     }
     cleared = await client.request(
         "PATCH",

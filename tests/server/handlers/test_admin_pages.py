@@ -181,6 +181,16 @@ async def add_user(services: Services, name: str, password: str, roles: Iterable
         await users.set_roles(user.id, wanted)
 
 
+async def new_user_holding(client: Client, services: Services, name: str, *codes: str) -> Browser:
+    """A browser logged in as a new user ``name`` whose only role grants exactly ``codes``."""
+    password = f"{name} password 1"
+    await add_user(services, name, password, [])
+    await grant(services, name, *codes)
+    browser = Browser(client)
+    await browser.login(name, password)
+    return browser
+
+
 # -- who may open the pages ------------------------------------------------------------------
 
 
@@ -454,8 +464,10 @@ async def test_a_duplicate_title_is_refused_and_nothing_is_created(
     admin: Browser, services: Services
 ) -> None:
     before = await all_menus(services)
-    flash = await admin.act("/admin/menus/create", {"title": "下载", "visible": "1"})
-    assert flash.level == "error"
+    response = await admin.post("/admin/menus/create", {"title": "下载", "visible": "1"})
+    assert response.status == 409
+    flash = flash_of(response)
+    assert flash is not None and flash.level == "error"
     assert "a menu titled '下载' already exists here" in flash.text
     assert await all_menus(services) == before
 
@@ -463,8 +475,10 @@ async def test_a_duplicate_title_is_refused_and_nothing_is_created(
 async def test_renaming_to_a_sibling_title_is_refused(admin: Browser, services: Services) -> None:
     target = await menu_id(services, "下载")
     before = await all_menus(services)
-    flash = await admin.act(f"/admin/menus/{target}/update", {"title": "首页", "visible": "1"})
-    assert flash.level == "error"
+    response = await admin.post(f"/admin/menus/{target}/update", {"title": "首页", "visible": "1"})
+    assert response.status == 409
+    flash = flash_of(response)
+    assert flash is not None and flash.level == "error"
     assert await all_menus(services) == before
 
 
@@ -472,10 +486,12 @@ async def test_invalid_menu_fields_are_listed_in_the_flash(
     admin: Browser, services: Services
 ) -> None:
     before = await all_menus(services)
-    flash = await admin.act(
+    response = await admin.post(
         "/admin/menus/create", {"title": "", "url": "http://elsewhere", "parent_id": "x"}
     )
-    assert flash.level == "error"
+    assert response.status == 422
+    flash = flash_of(response)
+    assert flash is not None and flash.level == "error"
     assert flash.text.startswith("输入无效")
     for name in ("title", "url", "parent_id"):
         assert f"{name}:" in flash.text
@@ -735,10 +751,7 @@ async def test_a_user_taking_away_their_own_admin_role_is_refused(
 async def test_a_user_admin_assigning_a_role_beyond_its_grants_is_refused_audited_and_unchanged(
     client: Client, services: Services, demo: dict[str, str]
 ) -> None:
-    await add_user(services, "clerk", "clerk password 1", [])
-    await grant(services, "clerk", "users.view", "users.assign")
-    clerk = Browser(client)
-    await clerk.login("clerk", "clerk password 1")
+    clerk = await new_user_holding(client, services, "clerk", "users.view", "users.assign")
     me = await user_named(services, "clerk")
     before = await user_role_ids(services, "clerk")
     admin_role = await role_id(services, "admin")
@@ -810,10 +823,157 @@ async def test_a_hostile_title_and_role_name_are_escaped_on_every_page(
 
 async def test_an_error_flash_quoting_a_hostile_title_is_escaped(admin: Browser) -> None:
     await admin.act("/admin/menus/create", {"title": HOSTILE})
-    response = await admin.post("/admin/menus/create", {"title": HOSTILE})
-    page = (await admin.get(response.headers["Location"])).text
-    assert HOSTILE not in page
-    assert html.escape(f"a menu titled '{HOSTILE}' already exists here") in page
+    response = await admin.post("/admin/menus/create", {"title": HOSTILE, "note": HOSTILE})
+    assert response.status == 409
+    assert HOSTILE not in response.text
+    assert html.escape(f"a menu titled '{HOSTILE}' already exists here") in response.text
+
+
+# -- the editor keeps what was typed, and shows each menu compactly -----------------------------
+
+CREATE_FORM = re.compile(r'<form class="admin-form menu-create[^"]*".*?</form>', re.S)
+
+
+def create_form(page: Response) -> str:
+    """The create form's markup on ``page``."""
+    match = CREATE_FORM.search(page.text)
+    assert match is not None
+    return match.group(0)
+
+
+def node_markup(page: Response, menu: int) -> str:
+    """The markup of one node of the tree, up to its children."""
+    match = re.search(
+        rf'<li class="menu-node[^"]*" data-menu-id="{menu}">.*?</details>', page.text, re.S
+    )
+    assert match is not None
+    return match.group(0)
+
+
+def selected(form: str, name: str) -> str | None:
+    """The value of the selected option of the ``<select name=...>`` in ``form``."""
+    select_tag = re.search(rf'<select name="{name}".*?</select>', form, re.S)
+    assert select_tag is not None, name
+    option = re.search(r'<option value="([^"]*)" selected>', select_tag.group(0))
+    return None if option is None else html.unescape(option.group(1))
+
+
+async def test_a_refused_create_shows_the_form_again_with_everything_typed(
+    admin: Browser, services: Services
+) -> None:
+    parent = await menu_id(services, "系统管理")
+    before = await all_menus(services)
+    typed = {
+        "title": "下载",  # free under 系统管理 (the demo's 下载 is a top-level menu)
+        "url": "/downloads",  # but this url is the demo's 下载 menu's: refused
+        "note": "每月的报表 <b>",
+        "parent_id": str(parent),
+        "permission": "audit.view",
+        "audience": "members",
+    }
+    response = await admin.post("/admin/menus/create", typed)
+    assert response.status == 409
+    flash = flash_of(response)
+    assert flash is not None and flash.level == "error"
+    assert "the url '/downloads' belongs to another menu" in flash.text
+    form = create_form(response)
+    assert 'value="下载"' in form and 'value="/downloads"' in form
+    assert 'value="每月的报表 &lt;b&gt;"' in form
+    assert selected(form, "parent_id") == str(parent)
+    assert selected(form, "permission") == "audit.view"
+    assert selected(form, "audience") == "members"
+    assert 'name="visible" value="1" checked' not in form, "the unchecked box stays unchecked"
+    assert await all_menus(services) == before
+
+
+async def test_a_create_with_invalid_fields_is_422_and_keeps_them(admin: Browser) -> None:
+    response = await admin.post(
+        "/admin/menus/create", {"title": "报表", "url": "http://elsewhere", "visible": "1"}
+    )
+    assert response.status == 422
+    form = create_form(response)
+    assert 'value="报表"' in form and 'value="http://elsewhere"' in form
+    assert 'name="visible" value="1" checked' in form
+
+
+async def test_a_refused_update_reopens_that_menus_form_with_what_was_typed(
+    admin: Browser, services: Services
+) -> None:
+    target = await menu_id(services, "下载")
+    other = await menu_id(services, "订单查询")
+    response = await admin.post(
+        f"/admin/menus/{target}/update",
+        {"title": "首页", "url": "/downloads", "note": "新的备注", "audience": "visitors"},
+    )
+    assert response.status == 409
+    node = node_markup(response, target)
+    assert '<details class="node-more" open>' in node
+    assert 'value="首页"' in node and 'value="新的备注"' in node
+    assert selected(node, "audience") == "visitors"
+    assert 'name="visible" value="1" checked' not in node
+    assert '<details class="node-more">' in node_markup(response, other), "others stay closed"
+    assert 'value="首页"' not in create_form(response)
+    assert (await menu_named(services, "下载")) is not None
+
+
+async def test_a_refusal_beyond_the_actors_grants_is_audited_when_the_form_is_shown_again(
+    client: Client, services: Services, demo: dict[str, str]
+) -> None:
+    editor = await new_user_holding(client, services, "editor", "menus.view", "menus.change")
+    before = await all_menus(services)
+    response = await editor.post(
+        "/admin/menus/create", {"title": "用户报表", "permission": "users.view"}
+    )
+    assert response.status == 403
+    assert 'value="用户报表"' in create_form(response)
+    assert selected(create_form(response), "permission") == "users.view"
+    assert await all_menus(services) == before
+    async with services.sessions() as session:
+        refusals = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "admin_refused"))
+        ).all()
+    assert [entry.actor for entry in refusals] == ["editor"]
+
+
+async def test_the_tree_shows_each_menu_compactly_with_the_roles_granting_it(
+    admin: Browser, services: Services
+) -> None:
+    page = await admin.get("/admin/menus")
+    lookup = node_markup(page, await menu_id(services, "订单查询"))
+    row = re.search(r'<div class="node-row">.*?</div>', lookup, re.S)
+    assert row is not None
+    assert "订单查询" in row.group(0) and "/admin/orders" in row.group(0)
+    assert '<span class="tag">admin</span>' in row.group(0)
+    assert '<span class="tag">agent</span>' in row.group(0)
+    assert '<span class="tag">customer</span>' not in row.group(0)
+    assert 'name="title"' not in row.group(0), "editing is behind the button"
+    assert '<details class="node-more">' in lookup and "<summary" in lookup
+    login = node_markup(page, await menu_id(services, "登录"))
+    assert "仅访客（未登录）" in login
+
+
+async def test_the_audience_is_chosen_on_create_and_changed_on_update(
+    admin: Browser, services: Services
+) -> None:
+    flash = await admin.act(
+        "/admin/menus/create",
+        {"title": "注册", "url": "/signup", "audience": "visitors", "visible": "1"},
+    )
+    assert flash.level == "success"
+    created = await menu_named(services, "注册")
+    assert created is not None and created.audience == "visitors"
+    flash = await admin.act(
+        f"/admin/menus/{created.id}/update",
+        {"title": "注册", "url": "/signup", "audience": "all", "visible": "1"},
+    )
+    assert flash.level == "success"
+    changed = await menu_named(services, "注册")
+    assert changed is not None and changed.audience == "all"
+    response = await admin.post(
+        f"/admin/menus/{created.id}/update", {"title": "注册", "audience": "everyone"}
+    )
+    assert response.status == 422
+    assert "audience:" in (flash_of(response) or Flash("", "")).text
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ async def test_losing_the_database_is_503_and_service_resumes_when_it_returns(
     assert page.status == 503
     assert page.headers["Content-Type"].startswith("text/html")
     assert "Traceback" not in page.text
+    assert "服务暂时不可用" in page.text and '<a class="error-home" href="/">' in page.text
 
     await proxy.restore()
     assert (await client.get("/readyz")).status == 200
