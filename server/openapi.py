@@ -5,7 +5,9 @@ to an ``Operation`` (summary, request model, response model, the error statuses 
 ``build_openapi`` walks the application's routes, turns each path regex into a templated path
 and collects every model into ``components.schemas``. Who may call an operation is not written
 here: it is read from the route's requirement (``server.permissions``), the one declaration
-``prepare`` enforces, as ``security`` and ``x-permission``.
+``prepare`` enforces, as ``security`` and ``x-permission``. An operation whose handler reads its
+query string with ``BaseHandler.query(Schema)`` names that schema as ``query``: each field becomes
+an ``in: query`` parameter with the field's constraints, so the document and the parser agree.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    query: type[BaseModel] | None = None
+    """The query-string model the handler parses with ``BaseHandler.query`` (documented as
+    ``in: query`` parameters; a bad or repeated one is 422)."""
 
 
 def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
@@ -69,8 +74,52 @@ def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
     return path, parameters
 
 
-def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route whose handler declares ``operations``."""
+def query_parameters(schema: type[BaseModel]) -> list[dict[str, Any]]:
+    """The fields of a query-string model as OpenAPI ``in: query`` parameters.
+
+    A missing parameter is the field's default, so only fields without one are required; the
+    ``null`` alternative of an optional field is dropped (a query string cannot spell null).
+    """
+    document = schema.model_json_schema(mode="validation", ref_template=REF_TEMPLATE)
+    if "$defs" in document:
+        raise ValueError(f"{schema.__name__}: query fields must be scalars, not models")
+    required = set(document.get("required", ()))
+    parameters: list[dict[str, Any]] = []
+    for name, spec in document.get("properties", {}).items():
+        spec = dict(spec)
+        description = spec.pop("description", None)
+        spec.pop("title", None)
+        branches = [branch for branch in spec.pop("anyOf", ()) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            spec.update(branches[0])
+        elif branches:
+            spec["anyOf"] = branches
+        description = description or spec.pop("description", None)
+        spec.pop("title", None)
+        if spec.get("default", "") is None:
+            del spec["default"]
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": spec,
+        }
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def build_openapi(
+    rules: Iterable[Rule],
+    *,
+    title: str,
+    version: str,
+    extensions: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route whose handler declares ``operations``;
+    ``extensions`` (``x-`` keys) and ``description`` (Markdown) are added to ``info``."""
     documented: list[tuple[str, list[dict[str, Any]], str, Operation, str]] = []
     models: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorEnvelope, "serialization")}
     for rule in rules:
@@ -95,9 +144,18 @@ def build_openapi(rules: Iterable[Rule], *, title: str, version: str) -> dict[st
         document = _operation(operation, parameters, keyed, need)
         document["operationId"] = _operation_id(method, path)
         paths.setdefault(path, {})[method] = document
+    info: dict[str, Any] = {
+        "title": title,
+        "version": version,
+        "description": f"{BODY_LIMITS}\n\n{description}" if description else BODY_LIMITS,
+    }
+    for key, value in (extensions or {}).items():
+        if not key.startswith("x-"):
+            raise ValueError(f"{key}: an OpenAPI extension's name starts with x-")
+        info[key] = value
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version, "description": BODY_LIMITS},
+        "info": info,
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
@@ -116,6 +174,8 @@ def _operation(
     statuses = set(operation.errors)
     if operation.request is not None:
         statuses.update(BODY_ERRORS)
+    if operation.query is not None:
+        statuses.add(422)
     statuses.add(401)  # a bad or expired bearer token is refused on every operation
     if need not in (PUBLIC, LOGIN):
         statuses.add(403)
@@ -148,6 +208,8 @@ def _operation(
         document["description"] = description
     if operation.tags:
         document["tags"] = list(operation.tags)
+    if operation.query is not None:
+        parameters = [*parameters, *query_parameters(operation.query)]
     if parameters:
         document["parameters"] = parameters
     if operation.request is not None:

@@ -52,10 +52,15 @@ from server.permissions import (
     requires,
     route,
 )
+from server.realtime.protocol import realtime_protocols
 from server.realtime.routes import realtime_routes
 from server.services import Services
 
 API_VERSION = "0.1.0"
+REALTIME_NOTE = (
+    "The chat WebSocket `/message` (its frames, close codes and limits) and the TCP chat (its"
+    " commands and lines) are described under `info.x-realtime`, and on `/docs`."
+)
 
 
 def build_routes(services: Services) -> list[Rule]:
@@ -131,7 +136,13 @@ def build_routes(services: Services) -> list[Rule]:
         route(r"/readyz", ReadyHandler, deps, name="readyz", need=PUBLIC),
         route(r"/metrics", MetricsHandler, deps, name="metrics", need=PUBLIC),
     ]
-    document = build_openapi(rules, title="mservices", version=API_VERSION)
+    document = build_openapi(
+        rules,
+        title="mservices",
+        version=API_VERSION,
+        description=REALTIME_NOTE,
+        extensions={"x-realtime": realtime_protocols()},
+    )
     described = {**deps, "document": document}
     return [
         *rules,

@@ -161,6 +161,7 @@ class MenusHandler(AdminApiHandler):
             description="`?flat=1` (or `true`) answers a flat `MenuList` instead of the tree; "
             "`flat` accepts only `0`, `1`, `true` and `false`.",
             tags=("menus",),
+            query=MenuListQuery,
         ),
         "POST": Operation(
             "Create a menu (a root when parent_id is null)",
@@ -216,6 +217,7 @@ class MenuHandler(AdminApiHandler):
             description="A menu with children is refused (409) unless `?cascade=1` (or `true`), "
             "which deletes the whole subtree; `cascade` accepts only `0`, `1`, `true`, `false`.",
             tags=("menus",),
+            query=MenuDeleteQuery,
         ),
     }
 
@@ -413,6 +415,7 @@ class UsersHandler(AdminApiHandler):
             description=f"`?offset=0&limit=50` (limit 1 to {MAX_PAGE}); `?q=` keeps the users "
             "whose name contains it. Bad values are 422 naming the parameter.",
             tags=("users",),
+            query=UserListQuery,
         )
     }
 

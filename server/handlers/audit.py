@@ -115,6 +115,7 @@ class AuditHandler(ApiHandler):
             "`next_before`); `limit`, 1 to 200 (default 50). A bad or repeated parameter is "
             "422 naming it.",
             tags=("audit",),
+            query=AuditQuery,
         )
     }
 

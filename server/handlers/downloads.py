@@ -3,18 +3,26 @@ the handler that serves saved files under ``/s/downloads/``."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
+from pydantic import model_validator
 from tornado.web import HTTPError, StaticFileHandler
 
 from schemas.common import ErrorItem
-from schemas.downloads import DownloadCreate, DownloadList, DownloadRead, DownloadResponse
+from schemas.downloads import (
+    DownloadCreate,
+    DownloadList,
+    DownloadRead,
+    DownloadResponse,
+    DownloadUrl,
+    RequestedName,
+)
 from server.downloads.errors import DownloadError, ForbiddenAddress, InvalidUrl
 from server.downloads.manager import DownloadManager
 from server.downloads.records import Download, State
 from server.errors import ApiError
-from server.handlers.base import ApiHandler, PageHandler
+from server.handlers.base import ApiHandler, PageHandler, QuerySchema
 from server.openapi import Operation
 
 FILE_PREFIX = "/s/downloads/"
@@ -49,6 +57,21 @@ def refusal(error: DownloadError) -> ApiError:
         else []
     )
     return ApiError(error.status, error.code, error.message, errors=errors, headers=error.headers)
+
+
+class SeedDownloadQuery(QuerySchema):
+    """``GET /download?url=&filename=``: the fields of ``DownloadCreate`` as a query string; an
+    empty ``filename`` means none."""
+
+    url: DownloadUrl
+    filename: RequestedName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_filename_is_unset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("filename") == "":
+            return {name: value for name, value in data.items() if name != "filename"}
+        return data
 
 
 class DownloadsApiHandler(ApiHandler):
@@ -158,6 +181,7 @@ class SeedDownloadHandler(DownloadsApiHandler):
             errors=(*REFUSALS, 409, 502, 504),
             description="Query arguments `url` and optional `filename`.",
             tags=("downloads",),
+            query=SeedDownloadQuery,
         )
     }
 
@@ -165,10 +189,8 @@ class SeedDownloadHandler(DownloadsApiHandler):
         """Start the download, wait for it, then answer the saved file or the failure."""
         self.current_login()
         self.check_xsrf_on_get()
-        filename = self.get_query_argument("filename", None) or None
-        body = self.validate(
-            DownloadCreate, {"url": self.get_query_argument("url", ""), "filename": filename}
-        )
+        query = self.query(SeedDownloadQuery)
+        body = DownloadCreate(url=query.url, filename=query.filename)
         record = await self.downloads.wait(await self.start(body))
         if record.state is not State.DONE:
             raise ApiError(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from tornado.escape import xhtml_escape
 from tornado.routing import PathMatches
 
 from schemas.user import MOBILE_PATTERN, Mobile
+from server.handlers.admin_api import MenuDeleteQuery, MenuListQuery, UserListQuery
+from server.handlers.audit import AuditQuery
 from server.handlers.base import MAX_JSON_BODY, MAX_JSON_DEPTH
+from server.handlers.downloads import SeedDownloadQuery
 from server.routes import build_routes
 from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from server.services import Services
@@ -305,3 +309,81 @@ async def test_the_body_limits_are_stated_in_the_document_and_on_every_body(
             description = operation["requestBody"]["description"]
             assert f"at most {MAX_JSON_DEPTH} levels deep" in description, f"{method} {path}"
             assert f"at most {MAX_JSON_BODY} bytes" in description, f"{method} {path}"
+
+
+# -- query parameters come from the query schemas the handlers parse --------------------------
+
+QUERY_OPERATIONS = [
+    ("get", "/api/menus", MenuListQuery),
+    ("delete", "/api/menus/{menu_id}", MenuDeleteQuery),
+    ("get", "/api/users", UserListQuery),
+    ("get", "/api/audit", AuditQuery),
+    ("get", "/download", SeedDownloadQuery),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "model"), QUERY_OPERATIONS)
+async def test_query_parameters_are_documented_from_the_schema_the_handler_parses(
+    document: dict[str, Any], method: str, path: str, model: type[BaseModel]
+) -> None:
+    operation = document["paths"][path][method]
+    documented = {
+        parameter["name"]: parameter
+        for parameter in operation["parameters"]
+        if parameter["in"] == "query"
+    }
+    assert set(documented) == set(model.model_fields), f"{method} {path}"
+    fields = model.model_json_schema(mode="validation")["properties"]
+    for name, field in model.model_fields.items():
+        parameter = documented[name]
+        assert parameter["required"] is field.is_required(), name
+        expected = {
+            key: value
+            for branch in [fields[name], *fields[name].get("anyOf", ())]
+            for key, value in branch.items()
+            if key in (*CONSTRAINT_KEYS, "minimum", "maximum", "type", "format") and value != "null"
+        }
+        documented_keys = {key: parameter["schema"][key] for key in expected}
+        assert documented_keys == expected, f"{path} {name}"
+    assert "422" in operation["responses"]
+
+
+async def test_query_parameters_carry_the_constraints_validation_enforces(
+    document: dict[str, Any],
+) -> None:
+    users = {p["name"]: p["schema"] for p in document["paths"]["/api/users"]["get"]["parameters"]}
+    assert users["limit"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}
+    assert users["q"]["maxLength"] == 64
+    assert users["offset"]["minimum"] == 0
+    delete = document["paths"]["/api/menus/{menu_id}"]["delete"]["parameters"]
+    cascade = next(p for p in delete if p["name"] == "cascade")
+    assert cascade["in"] == "query" and cascade["required"] is False
+    assert cascade["schema"]["enum"] == ["0", "1", "true", "false"]
+    audit = {p["name"]: p for p in document["paths"]["/api/audit"]["get"]["parameters"]}
+    assert audit["actor"]["schema"] == {"type": "string", "maxLength": 32}
+    assert audit["before"]["schema"]["minimum"] == 1
+    assert "next_before" in audit["before"]["description"]
+    download = {p["name"]: p for p in document["paths"]["/download"]["get"]["parameters"]}
+    assert download["url"]["required"] is True
+    assert download["filename"]["required"] is False
+
+
+async def test_every_handler_that_parses_a_query_string_documents_it(
+    document: dict[str, Any], services: Services
+) -> None:
+    for rule in build_routes(services):
+        declared = getattr(rule.target, "operations", None) or {}
+        source = inspect.getsource(rule.target)
+        for method, operation in declared.items():
+            handler_method = getattr(rule.target, method.lower())
+            if "self.query(" in inspect.getsource(handler_method):
+                assert operation.query is not None, f"{rule.target.__name__}.{method}"
+        if "get_query_argument" in source and declared:
+            assert any(op.query is not None for op in declared.values()), rule.target.__name__
+
+
+async def test_the_realtime_protocols_are_in_the_document(document: dict[str, Any]) -> None:
+    realtime = document["info"]["x-realtime"]
+    assert realtime["websocket"]["path"] == "/message"
+    assert "x-realtime" in document["info"]["description"]
+    assert {command["command"] for command in realtime["tcp"]["commands"]} >= {"/who", "/quit"}

@@ -20,9 +20,11 @@ from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.account_pages import SessionRow
 from server.handlers.admin_pages import MENU_AUDIENCES, MenuForm, MenuOption, RoleRow, UserRow
 from server.handlers.cookies import CookieRow
+from server.handlers.docs import SchemaTables, docs_namespace
 from server.handlers.orders import REVIEW
 from server.permissions import PERMISSIONS
 from server.principal import Principal
+from server.realtime.protocol import realtime_protocols
 from server.ui_modules import UI_MODULES
 
 TREE = [
@@ -70,24 +72,47 @@ PRINCIPAL = Principal(user_id=1, name="<i>", is_superuser=False, role_ids=frozen
 
 DOCUMENT = {
     "openapi": "3.1.0",
-    "info": {"title": "mservices", "version": "0"},
+    "info": {"title": "mservices", "version": "0", "description": "<i>"},
     "paths": {
         "/user/{id}": {
             "get": {
                 "summary": "<i>",
+                "operationId": "get_user_id",
                 "security": [{"bearer": []}],
-                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/x/<i>"}}}},
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {
+                        "name": "<i>",
+                        "in": "query",
+                        "schema": {"maxLength": 1},
+                        "description": "<i>",
+                    },
+                ],
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Read"}}
+                    }
+                },
                 "responses": {
                     "200": {
                         "description": "OK",
-                        "content": {"application/json": {"schema": {"$ref": "#/x/Read"}}},
+                        "content": {"application/json": {"schema": {"$ref": "#/x/<i>"}}},
                     }
                 },
             }
         }
     },
-    "components": {"schemas": {"Read": {"title": "<i>"}}},
+    "components": {
+        "schemas": {
+            "Read": {
+                "title": "<i>",
+                "description": "<i>",
+                "properties": {"<i>": {"type": "string", "pattern": "<i>", "description": "<i>"}},
+            }
+        }
+    },
 }
+DOCUMENT["info"]["x-realtime"] = realtime_protocols()
 
 ACCOUNT_USER = User(
     id=1, name="<i>", mobile="<i>", city="<i>", email="<i>@example.com", email_verified=False
@@ -121,7 +146,12 @@ NAMESPACES: dict[str, dict[str, Any]] = {
     },
     "ui/nav.html": {"menus": TREE},
     "ui/menu.html": {"menus": TREE},
-    "docs.html": {"menus": TREE, "document": DOCUMENT, "pretty": json.dumps},
+    "docs.html": {"menus": TREE, **docs_namespace(DOCUMENT)},
+    "ui/docs_schema.html": {"schemas": SchemaTables(DOCUMENT), "schema": {"$ref": "#/x/<i>"}},
+    "ui/docs_frame.html": {
+        "frame": {"type": "<i>", "description": "<i>", "fields": [], "example": "<i>"},
+        "pretty": json.dumps,
+    },
     "chat/room.html": {"menus": TREE, "room": "<i>", "me": "<i>", "title": "<i>"},
     "chat/ticker.html": {"menus": TREE},
     "cookie.html": {
