@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from tornado.routing import Rule
 
 from repositories.errors import DomainError
@@ -41,7 +40,7 @@ from repositories.users import UserRepository
 from schemas.recovery import LINK_TOKEN_PATTERN, normalise_email
 from schemas.user import ProfileUpdate, RegisterRequest
 from server.accounts import Accounts, Throttled, WeakPassword, WrongPassword
-from server.handlers.base import SESSION_COOKIE, PageHandler, validation_items
+from server.handlers.base import SESSION_COOKIE, FormError, PageHandler, validate_form
 from server.handlers.recovery import recovery_for
 from server.logins import Login
 from server.permissions import LOGIN, PUBLIC, route
@@ -53,10 +52,6 @@ MAX_FIELD = 1024
 TOKEN = LINK_TOKEN_PATTERN.strip("^$")
 FORGOT_ANSWER = "如果这个邮箱是某个账号已验证的邮箱，重置密码的链接已发送到该邮箱，请查收。"
 """The answer to every reset request, whether or not the address has an account."""
-
-
-class FormError(Exception):
-    """Form input that is refused; the message says why, in the visitor's language."""
 
 
 # -- account operations: small wrappers over ``server.accounts.Accounts`` ----------------------
@@ -163,7 +158,7 @@ class SignupPageHandler(AccountPageBase):
         try:
             if self.text("pwd") != self.text("pwd2"):
                 raise FormError("两次输入的密码不一致")
-            form = _validate_form(
+            form = validate_form(
                 RegisterRequest,
                 {
                     "name": typed["name"],
@@ -242,7 +237,7 @@ class AccountActionHandler(AccountPageBase):
 
     async def _profile(self, login: Login) -> str:
         changes = {"mobile": self.text("mobile") or None, "city": self.text("city") or None}
-        form = _validate_form(ProfileUpdate, changes)
+        form = validate_form(ProfileUpdate, changes)
         await _change_profile(self, login, form.model_dump(include={"mobile", "city"}))
         return "资料已保存"
 
@@ -371,17 +366,6 @@ class VerifyPageHandler(AccountPageBase):
             await self.render_page("account/verify.html", invalid=True, done=None)
             return
         await self.render_page("account/verify.html", invalid=False, done=user.email)
-
-
-def _validate_form(schema: type[Any], data: dict[str, Any]) -> Any:
-    """``data`` as ``schema``, or FormError naming each invalid field."""
-    try:
-        return schema.model_validate(data)
-    except ValidationError as error:
-        reasons = "; ".join(
-            f"{item.field or 'form'}: {item.reason}" for item in validation_items(error)
-        )
-        raise FormError(f"输入无效 ({reasons})") from None
 
 
 def _when(moment: dt.datetime) -> str:

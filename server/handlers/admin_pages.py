@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from tornado.routing import Rule
 from tornado.web import Finish
 
@@ -58,7 +58,7 @@ from schemas.admin_user import UserRoles, UserStatusUpdate
 from schemas.menu import MenuCreate, MenuUpdate
 from schemas.role import RoleCreate, RoleMenus, RolePermissions, RoleUpdate
 from server.admin import Admin, Refused
-from server.handlers.base import PageHandler, validation_items
+from server.handlers.base import FormError, PageHandler, validate_form
 from server.permissions import (
     MENUS_CHANGE,
     MENUS_VIEW,
@@ -139,10 +139,6 @@ class MenuForm:
     """The menu an edit form belongs to; None for the create form."""
 
 
-class FormError(Exception):
-    """Form input its schema refuses; the message names every offending field."""
-
-
 class Unchanged(Exception):
     """The form asked for nothing new; the message says so."""
 
@@ -160,17 +156,6 @@ def menu_options(tree: Sequence[MenuNode]) -> list[MenuOption]:
         below = (*ancestors, node.id)
         stack.extend((child, below) for child in reversed(node.children))
     return options
-
-
-def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
-    """``data`` as ``schema``, or FormError listing each invalid field and why."""
-    try:
-        return schema.model_validate(data)
-    except ValidationError as error:
-        reasons = "; ".join(
-            f"{item.field or 'form'}: {item.reason}" for item in validation_items(error)
-        )
-        raise FormError(f"输入无效 ({reasons})") from None
 
 
 def changed(current: object, wanted: dict[str, Any]) -> dict[str, Any]:

@@ -569,6 +569,21 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+class FormError(Exception):
+    """Form input that is refused; the message says why, shown to the person as a flash."""
+
+
+def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """``data`` as ``schema``, or FormError listing each invalid field and why."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        reasons = "; ".join(
+            f"{item.field or 'form'}: {item.reason}" for item in validation_items(error)
+        )
+        raise FormError(f"输入无效 ({reasons})") from None
+
+
 def validation_items(error: ValidationError) -> list[ErrorItem]:
     """The field-by-field reasons of a pydantic ValidationError."""
     items = []
