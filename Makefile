@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run serve demo test pytest lint typecheck format bench bench-smoke clean
+.PHONY: run serve demo test pytest lint typecheck format messages bench bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ typecheck: $(DEV_STAMP)
 format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## messages: re-extract every translatable string into server/locale/*/LC_MESSAGES/mservices.po,
+## fill English, keep Chinese translations, compile the .mo files; then translate what it lists
+messages: $(DEV_STAMP)
+	$(BIN)/python -m server.i18n.messages update
 
 ## bench: every scenario, reported as a ratio to a bare Tornado endpoint of the same run
 bench: $(DEV_STAMP)

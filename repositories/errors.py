@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from schemas.text import Text
+
 
 class DomainError(Exception):
-    """Base class of every error a repository raises on purpose."""
+    """Base class of every error a repository raises on purpose; ``message`` is a ``Text``
+    that the edge translates for the reader (``str(error)`` is the English sentence)."""
 
     code = "domain_error"
     status = 400
     """The HTTP status the edge answers with (repositories themselves know no HTTP)."""
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: Text | str, *, code: str | None = None) -> None:
+        super().__init__(str(message))
         self.message = message
         self.headers: dict[str, str] = {}
         if code is not None:

@@ -44,6 +44,8 @@ class MenuNode:
     visible: bool
     children: list[MenuNode] = field(default_factory=list)
     permission: str | None = None
+    title_key: str | None = None
+    """A built-in menu's title as a message id: pages show it translated (``menu_title``)."""
     """The permission the menu's page needs: it is shown only to holders."""
     audience: str = "all"
     """``all``, ``visitors`` (hidden once logged in) or ``members`` (hidden from visitors)."""
@@ -62,6 +64,7 @@ def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
             visible=menu.visible,
             permission=menu.permission,
             audience=menu.audience,
+            title_key=menu.title_key,
         )
         for menu in menus
     )
@@ -140,6 +143,7 @@ class MenuRepository:
             Menu.visible,
             Menu.permission,
             Menu.audience,
+            Menu.title_key,
         ).order_by(Menu.sort, Menu.id)
         rows = await self.session.execute(query)
         return [
@@ -153,8 +157,20 @@ class MenuRepository:
                 visible,
                 permission=permission,
                 audience=audience,
+                title_key=title_key,
             )
-            for id, title, url, note, parent_id, sort, visible, permission, audience in rows
+            for (
+                id,
+                title,
+                url,
+                note,
+                parent_id,
+                sort,
+                visible,
+                permission,
+                audience,
+                title_key,
+            ) in rows
         ]
 
     async def add(
@@ -168,6 +184,7 @@ class MenuRepository:
         visible: bool = True,
         permission: str | None = None,
         audience: str = "all",
+        title_key: str | None = None,
     ) -> Menu:
         """Create a menu under ``parent_id`` (a root when None), at most ``MAX_DEPTH`` deep."""
         await hold(self.session)
@@ -186,6 +203,7 @@ class MenuRepository:
             visible=visible,
             permission=permission,
             audience=audience,
+            title_key=title_key,
         )
         self.session.add(menu)
         await self.session.flush()
@@ -199,6 +217,7 @@ class MenuRepository:
         await hold(self.session)
         menu = await self.get(menu_id)
         await self.session.refresh(menu)  # read after the lock: what its last holder committed
+        title_before = menu.title
         parent_id = changes.get("parent_id", menu.parent_id)
         if "parent_id" in changes and parent_id is not None and parent_id != menu.parent_id:
             await self.get(parent_id)
@@ -218,6 +237,8 @@ class MenuRepository:
         )
         for name, value in changes.items():
             setattr(menu, name, value)
+        if changes.get("title", menu.title) != title_before:
+            menu.title_key = None  # renamed by an admin: shown as typed from now on
         await self.session.flush()
         return menu
 

@@ -135,6 +135,9 @@ class Menu(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(64))
+    title_key: Mapped[str | None] = mapped_column(String(64))
+    """A built-in menu's title as a message id (English), shown in the reader's language; None
+    for menus an admin created or renamed, whose ``title`` is shown as typed."""
     url: Mapped[str | None] = mapped_column(String(255), unique=True)
     note: Mapped[str | None] = mapped_column(Text)
     parent_id: Mapped[int | None] = mapped_column(
@@ -169,6 +172,8 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(254), unique=True)
     """Normalised (``schemas.recovery.normalise_email``); unique among all accounts."""
     email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
+    language: Mapped[str | None] = mapped_column(String(16))
+    """The language the user chose (``zh_CN``, ``en_US``); None follows the browser."""
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     is_superuser: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -184,6 +189,9 @@ class Role(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str | None] = mapped_column(String(255))
+    description_key: Mapped[str | None] = mapped_column(String(255))
+    """A built-in role's description as a message id, shown in the reader's language; None once
+    an admin writes their own ``description``."""
 
 
 class AuthToken(Base):

@@ -36,11 +36,13 @@ class RoleRepository:
         """Every role, by name."""
         return (await self.session.scalars(select(Role).order_by(Role.name))).all()
 
-    async def add(self, *, name: str, description: str | None = None) -> Role:
+    async def add(
+        self, *, name: str, description: str | None = None, description_key: str | None = None
+    ) -> Role:
         """Create a role; a taken name is a Conflict."""
         if await self.get_by_name(name) is not None:
             raise Conflict(f"a role named {name!r} exists", code="role_name_taken")
-        role = Role(name=name, description=description)
+        role = Role(name=name, description=description, description_key=description_key)
         self.session.add(role)
         await self.session.flush()
         return role
@@ -54,6 +56,8 @@ class RoleRepository:
         renamed = "name" in changes and changes["name"] != role.name
         if renamed and await self.get_by_name(changes["name"]) is not None:
             raise Conflict(f"a role named {changes['name']!r} exists", code="role_name_taken")
+        if "description" in changes and changes["description"] != role.description:
+            role.description_key = None  # an admin's own words, shown as typed from now on
         for name, value in changes.items():
             setattr(role, name, value)
         await self.session.flush()

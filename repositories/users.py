@@ -12,7 +12,15 @@ from repositories.errors import Conflict, NotFound
 from repositories.locks import hold
 from repositories.models import Role, User, user_role
 
-PROFILE_FIELDS = ("name", "mobile", "city", "last_login_device", "is_active", "is_superuser")
+PROFILE_FIELDS = (
+    "name",
+    "mobile",
+    "city",
+    "last_login_device",
+    "is_active",
+    "is_superuser",
+    "language",
+)
 
 
 class UserRepository:

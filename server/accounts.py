@@ -323,6 +323,13 @@ class Accounts:
         self.events.append(Event("user", str(user.id)))
         return user
 
+    async def choose_language(self, language: str | None) -> None:
+        """Remember the actor's language (None: follow the browser) for every session of theirs
+        (the cached logins are refreshed in every process)."""
+        login = self._login()
+        await self.users.update(login.principal.user_id, {"language": language})
+        self.events.append(Event("user", str(login.principal.user_id)))
+
     async def close_account(self, *, password: str) -> None:
         """Confirm with the password (WrongPassword naming ``pwd``), deactivate the account
         (data kept; the last active superuser cannot) and end every session."""

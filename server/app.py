@@ -8,6 +8,7 @@ from pathlib import Path
 from tornado.web import Application, RequestHandler
 
 from server.handlers.errors import NotFoundHandler
+from server.i18n import load_catalogs
 from server.logs import REQUEST_FIELD
 from server.permissions import PUBLIC, requires
 from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL, open_sockets
@@ -25,6 +26,7 @@ access_log = logging.getLogger("mservices.access")
 
 def make_app(settings: Settings, services: Services) -> Application:
     """Build the Tornado application (seed §5 settings) around already-opened ``services``."""
+    load_catalogs()
     services.metrics.count_websockets(lambda: len(open_sockets(services)))
     services.metrics.count_chat_frames(lambda: services.hub.delivered)
     services.metrics.count_chat_messages(lambda: services.hub.said)

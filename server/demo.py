@@ -20,6 +20,7 @@ from repositories.models import Menu
 from repositories.orders import OrderRepository
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from server.menu_access import ANONYMOUS_ROLE
 from server.permissions import (
     AUDIT_VIEW,
@@ -42,6 +43,9 @@ class DemoMenu:
     """A menu of the demo tree and the roles it is granted to."""
 
     title: str
+    """The title stored (Chinese, the default language), kept when the catalogs are absent."""
+    label: Text
+    """The same title as a message id: stored as ``title_key`` and shown translated."""
     url: str | None
     roles: tuple[str, ...]
     children: tuple[DemoMenu, ...] = ()
@@ -52,11 +56,15 @@ class DemoMenu:
 
 
 DEMO_ROLES = {
-    ANONYMOUS_ROLE: "访客（未登录）看到的菜单",
-    "admin": "管理员：菜单、角色、用户、审计日志",
-    "agent": "客服：与顾客聊天、查询订单",
-    "customer": "顾客：自己的订单和客服聊天",
+    ANONYMOUS_ROLE: ("访客（未登录）看到的菜单", Text("Menus visitors see before logging in")),
+    "admin": ("管理员：菜单、角色、用户、审计日志", Text("Admin: menus, roles, users, audit log")),
+    "agent": (
+        "客服：与顾客聊天、查询订单",
+        Text("Support agent: chats with customers, looks up orders"),
+    ),
+    "customer": ("顾客：自己的订单和客服聊天", Text("Customer: their own orders and support chat")),
 }
+"""Each demo role's description (stored, Chinese) and its message id (shown translated)."""
 
 DEMO_PERMISSIONS: dict[str, frozenset[str]] = {
     ANONYMOUS_ROLE: frozenset(),
@@ -68,29 +76,47 @@ DEMO_PERMISSIONS: dict[str, frozenset[str]] = {
 admin role administers (it holds every permission)."""
 
 DEMO_MENUS = (
-    DemoMenu("首页", "/", (ANONYMOUS_ROLE, "admin", "agent", "customer")),
-    DemoMenu("登录", "/login", (ANONYMOUS_ROLE,), audience="visitors"),
-    DemoMenu("我的订单", "/orders", ("customer",), permission=ORDERS_USE),
+    DemoMenu("首页", Text("Home"), "/", (ANONYMOUS_ROLE, "admin", "agent", "customer")),
+    DemoMenu("登录", Text("Log in"), "/login", (ANONYMOUS_ROLE,), audience="visitors"),
+    DemoMenu("我的订单", Text("My orders"), "/orders", ("customer",), permission=ORDERS_USE),
     DemoMenu(
         "客服中心",
+        Text("Support"),
         None,
         ("agent", "customer"),
         (
-            DemoMenu("聊天室", "/chat", ("agent", "customer"), permission=CHAT_USE),
-            DemoMenu("客服在线", "/robbit", ("agent", "customer"), permission=CHAT_USE),
+            DemoMenu(
+                "聊天室", Text("Chat room"), "/chat", ("agent", "customer"), permission=CHAT_USE
+            ),
+            DemoMenu(
+                "客服在线",
+                Text("Live support"),
+                "/robbit",
+                ("agent", "customer"),
+                permission=CHAT_USE,
+            ),
         ),
     ),
-    DemoMenu("订单查询", "/admin/orders", ("agent", "admin"), permission=ORDERS_LOOKUP),
-    DemoMenu("下载", "/downloads", ("admin",), permission=DOWNLOADS_USE),
+    DemoMenu(
+        "订单查询",
+        Text("Order lookup"),
+        "/admin/orders",
+        ("agent", "admin"),
+        permission=ORDERS_LOOKUP,
+    ),
+    DemoMenu("下载", Text("Downloads"), "/downloads", ("admin",), permission=DOWNLOADS_USE),
     DemoMenu(
         "系统管理",
+        Text("Administration"),
         None,
         ("admin",),
         (
-            DemoMenu("菜单管理", "/admin/menus", ("admin",), permission=MENUS_VIEW),
-            DemoMenu("角色管理", "/admin/roles", ("admin",), permission=ROLES_VIEW),
-            DemoMenu("用户管理", "/admin/users", ("admin",), permission=USERS_VIEW),
-            DemoMenu("审计日志", "/admin/audit", ("admin",), permission=AUDIT_VIEW),
+            DemoMenu("菜单管理", Text("Menus"), "/admin/menus", ("admin",), permission=MENUS_VIEW),
+            DemoMenu("角色管理", Text("Roles"), "/admin/roles", ("admin",), permission=ROLES_VIEW),
+            DemoMenu("用户管理", Text("Users"), "/admin/users", ("admin",), permission=USERS_VIEW),
+            DemoMenu(
+                "审计日志", Text("Audit log"), "/admin/audit", ("admin",), permission=AUDIT_VIEW
+            ),
         ),
     ),
 )
@@ -116,8 +142,10 @@ async def load_demo(session: AsyncSession, passwords: PasswordHasher) -> DemoRes
     """Add whatever demo rows are missing; the caller commits."""
     roles = RoleRepository(session)
     role_ids: dict[str, int] = {}
-    for name, description in DEMO_ROLES.items():
-        role = await roles.get_by_name(name) or await roles.add(name=name, description=description)
+    for name, (description, label) in DEMO_ROLES.items():
+        role = await roles.get_by_name(name) or await roles.add(
+            name=name, description=description, description_key=label.msgid
+        )
         role_ids[name] = role.id
 
     menus = MenuRepository(session)
@@ -137,6 +165,7 @@ async def load_demo(session: AsyncSession, passwords: PasswordHasher) -> DemoRes
                     sort=sort,
                     permission=item.permission,
                     audience=item.audience,
+                    title_key=item.label.msgid,
                 )
                 existing.append(menu)
             else:

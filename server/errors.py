@@ -7,10 +7,23 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from sqlalchemy import exc as sa_exc
-from tornado.web import HTTPError
+from tornado.web import HTTPError, MissingArgumentError
 
 from repositories.errors import DatabaseUnavailable, DomainError
-from schemas.common import ErrorItem
+from schemas.text import Text
+
+Message = Text | str
+"""What a person reads: a ``Text`` is translated for the reader; a ``str`` is data, shown as
+it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One reason a request was refused, tied to the field it concerns (empty for the body);
+    the edge translates it into the envelope's ``ErrorItem``."""
+
+    field: str
+    reason: Message
 
 
 class ApiError(HTTPError):
@@ -20,9 +33,9 @@ class ApiError(HTTPError):
         self,
         status_code: int,
         code: str,
-        msg: str,
+        msg: Message,
         *,
-        errors: list[ErrorItem] | None = None,
+        errors: list[FieldProblem] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(status_code, reason=None)
@@ -38,8 +51,8 @@ class ErrorResponse:
 
     status: int
     code: str
-    msg: str
-    errors: list[ErrorItem] = field(default_factory=list)
+    msg: Message
+    errors: list[FieldProblem] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     expected: bool = True
     """False for bugs: those are logged with a traceback and answered with a generic 500."""
@@ -59,7 +72,7 @@ _DEFAULT_CODES = {
     503: "service_unavailable",
 }
 
-DATABASE_DOWN = "the database is unavailable; try again shortly"
+DATABASE_DOWN = Text("the database is unavailable; try again shortly")
 
 
 def is_database_outage(error: BaseException) -> bool:
@@ -79,18 +92,20 @@ def classify(error: BaseException | None, status_code: int) -> ErrorResponse:
         return ErrorResponse(error.status_code, error.code, error.msg, error.errors, error.headers)
     if isinstance(error, HTTPError):
         status = error.status_code
-        reason = error.log_message if error.log_message and status < 500 else None
-        return ErrorResponse(status, _default_code(status), reason or _phrase(status))
+        if isinstance(error, MissingArgumentError):
+            missing = Text("the field {name} is missing", name=error.arg_name)
+            return ErrorResponse(status, _default_code(status), missing)
+        return ErrorResponse(status, _default_code(status), _phrase(status, error.log_message))
     if isinstance(error, DomainError):
         return ErrorResponse(error.status, error.code, error.message, headers=error.headers)
     if isinstance(error, sa_exc.IntegrityError):
-        return ErrorResponse(409, "conflict", "the change conflicts with existing data")
+        return ErrorResponse(409, "conflict", Text("the change conflicts with existing data"))
     if error is not None and is_database_outage(error):
         return ErrorResponse(
             503, "database_unavailable", DATABASE_DOWN, headers={"Retry-After": "1"}
         )
     if error is not None:
-        return ErrorResponse(500, "internal_error", "internal server error", expected=False)
+        return ErrorResponse(500, "internal_error", Text("internal server error"), expected=False)
     return ErrorResponse(status_code, _default_code(status_code), _phrase(status_code))
 
 
@@ -98,8 +113,34 @@ def _default_code(status: int) -> str:
     return _DEFAULT_CODES.get(status, "internal_error" if status >= 500 else "error")
 
 
-def _phrase(status: int) -> str:
+PHRASES = {
+    400: Text("bad request"),
+    401: Text("log in first"),
+    403: Text("you may not do this"),
+    404: Text("not found"),
+    405: Text("this method is not allowed here"),
+    409: Text("the change conflicts with existing data"),
+    413: Text("the request is too large"),
+    415: Text("this content type is not supported"),
+    422: Text("the request is invalid"),
+    429: Text("too many requests; try again later"),
+    500: Text("internal server error"),
+    502: Text("an upstream server failed"),
+    503: Text("the service is unavailable; try again shortly"),
+    504: Text("an upstream server did not answer in time"),
+}
+"""What a bare status says (Tornado's own errors, such as an XSRF refusal, carry English
+``log_message`` text meant for logs; the reader gets the phrase, plus that text's gist)."""
+
+
+def _phrase(status: int, detail: str | None = None) -> Message:
+    if detail and status < 500 and "_xsrf" in detail:
+        return Text(
+            "the _xsrf form field or X-XSRFToken header is missing or wrong; reload the page"
+        )
+    if status in PHRASES:
+        return PHRASES[status]
     try:
         return HTTPStatus(status).phrase.lower()
     except ValueError:
-        return "error"
+        return Text("error")

@@ -225,6 +225,7 @@ def make_login(user: User, token: AuthToken, token_hash: str, roles: Sequence[Ro
             is_superuser=user.is_superuser,
             role_ids=frozenset(role.id for role in roles),
             token_id=token.id,
+            language=user.language,
         ),
         user=UserRead.model_validate(user),
         role_names=tuple(role.name for role in roles),

@@ -14,3 +14,6 @@ class Principal:
     is_superuser: bool
     role_ids: frozenset[int]
     token_id: int | None = None
+    language: str | None = None
+    """The language chosen on the account (``server.i18n.LANGUAGES``), or None to follow the
+    browser."""

@@ -22,6 +22,7 @@ from server.handlers.downloads import (
 )
 from server.handlers.echo import EchoHandler
 from server.handlers.health import HealthHandler, MetricsHandler, ReadyHandler
+from server.handlers.language import LanguageHandler
 from server.handlers.orders import (
     OrderActionHandler,
     OrderLookupPageHandler,
@@ -73,6 +74,7 @@ def build_routes(services: Services) -> list[Rule]:
         route(r"/", IndexPageHandler, deps, name="index", need=PUBLIC),
         route(r"/login", LoginPageHandler, deps, name="login", need=PUBLIC),
         route(r"/logout", LogoutHandler, deps, name="logout", need=PUBLIC),
+        route(r"/language", LanguageHandler, deps, name="language", need=PUBLIC),
         # The /user resource (seed §4): log in (GET, the seed's way) and register (POST) are
         # open; changing the profile (PUT) and logging out (DELETE) need a login
         route(

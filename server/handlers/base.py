@@ -24,12 +24,16 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from tornado.locale import Locale
 from tornado.web import Finish, RequestHandler
 
 from repositories.audit import AuditRepository
 from repositories.menus import MenuNode
 from schemas.common import ErrorEnvelope, ErrorItem
-from server.errors import ApiError, classify
+from schemas.text import Joined, Text
+from server.errors import ApiError, FieldProblem, Message, classify
+from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, locale_for, negotiate, script_texts, supported
+from server.i18n.validation import validation_reason
 from server.invalidation import Event
 from server.logins import Login, TokenExpired
 from server.permissions import LOGIN, PUBLIC, Requirement
@@ -55,20 +59,22 @@ CORS_MAX_AGE = 600
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 ERROR_HEADINGS = {
-    400: "请求无效",
-    401: "请先登录",
-    403: "没有权限访问此页面",
-    404: "找不到这个页面",
-    405: "不支持这种请求方式",
-    409: "与现有数据冲突",
-    413: "请求内容太大",
-    422: "输入无效",
-    429: "请求太频繁，请稍后再试",
-    500: "服务器出错了",
-    503: "服务暂时不可用，请稍后再试",
+    400: Text("The request is not valid"),
+    401: Text("Please log in first"),
+    403: Text("You do not have permission to open this page"),
+    404: Text("This page cannot be found"),
+    405: Text("This kind of request is not supported"),
+    409: Text("This conflicts with existing data"),
+    413: Text("The request is too large"),
+    422: Text("The input is not valid"),
+    429: Text("Too many requests; please try again later"),
+    500: Text("Something went wrong on the server"),
+    503: Text("The service is unavailable; please try again later"),
 }
 """The sentence an error page leads with, by status (the detail below it comes from the error)."""
-ERROR_HEADING_OTHER = "出错了"
+ERROR_HEADING_OTHER = Text("Something went wrong")
+LANGUAGE_COOKIE = "mservices_lang"
+"""A visitor's language choice (a logged-in user's is stored on the account)."""
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -167,7 +173,9 @@ class BaseHandler(RequestHandler):
             self.login_required()
         if need != LOGIN and not await self.permits(need):
             raise ApiError(
-                403, "permission_required", f"your roles do not grant the permission {need}"
+                403,
+                "permission_required",
+                Text("your roles do not grant the permission {permission}", permission=need),
             )
 
     async def permits(self, need: str) -> bool:
@@ -179,7 +187,7 @@ class BaseHandler(RequestHandler):
         raise ApiError(
             401,
             "not_authenticated",
-            "log in first and send `Authorization: Bearer <token>`",
+            Text("log in first and send `Authorization: Bearer <token>`"),
             headers={"WWW-Authenticate": "Bearer"},
         )
 
@@ -189,6 +197,50 @@ class BaseHandler(RequestHandler):
         if self.login is None:
             self.login_required()
         return self.login
+
+    # -- language ------------------------------------------------------------------------------
+
+    def get_user_locale(self) -> Locale:
+        """The reader's language: the account's choice, else this browser's choice (the header
+        switch), else ``Accept-Language``, else Chinese. Tornado asks once, on first use of
+        ``self.locale``, which comes after ``prepare`` resolved the caller."""
+        return locale_for(self.language())
+
+    def language(self) -> str:
+        """The code of the reader's language (one of ``LANGUAGES``)."""
+        principal = getattr(self, "current_user", None)
+        chosen = principal.language if isinstance(principal, Principal) else None
+        return (
+            supported(chosen)
+            or supported(self.get_cookie(LANGUAGE_COOKIE))
+            or negotiate(self.request.headers.get("Accept-Language"))
+            or DEFAULT_LANGUAGE
+        )
+
+    def text(self, message: Message) -> str:
+        """``message`` in the reader's language (a plain ``str`` is data, returned as it is)."""
+        if isinstance(message, str):
+            return message
+        return message.translate(self.locale.translate)
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        """Templates get ``_`` (Tornado's), ``text`` for a ``Text``, the language for
+        ``<html lang>`` and the switch, and the scripts' messages."""
+        namespace = super().get_template_namespace()
+        language = self.locale.code
+        namespace.update(
+            text=self.text,
+            language=language,
+            html_lang=language.replace("_", "-"),
+            languages=LANGUAGES,
+            script_texts=lambda: script_texts(language),
+            menu_title=self.menu_title,
+        )
+        return namespace
+
+    def menu_title(self, menu: MenuNode) -> str:
+        """A built-in menu's title in the reader's language; an admin's menu as typed."""
+        return self.locale.translate(menu.title_key) if menu.title_key else menu.title
 
     @property
     def db(self) -> AsyncSession:
@@ -208,37 +260,49 @@ class BaseHandler(RequestHandler):
         """The JSON body as plain data (415 wrong type, 413 too big, 400 malformed)."""
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+            raise ApiError(415, "unsupported_media_type", Text("the body must be application/json"))
         body = self.request.body
         if len(body) > MAX_JSON_BODY:
-            raise ApiError(413, "payload_too_large", f"the body exceeds {MAX_JSON_BODY} bytes")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                Text("the body exceeds {limit} bytes", limit=MAX_JSON_BODY),
+            )
         try:
             # Decoded here, not by json.loads (which would also guess UTF-16 or UTF-32), so the
             # depth check reads exactly the characters the parser will read (RFC 8259: UTF-8).
             text = body.decode("utf-8") if body else "null"
         except UnicodeDecodeError as error:
-            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+            raise ApiError(
+                400, "malformed_json", Text("the body is not valid JSON: {error}", error=error)
+            ) from None
         if json_depth_exceeds(text, MAX_JSON_DEPTH):
             raise ApiError(
-                400, "json_too_deep", f"the body nests more than {MAX_JSON_DEPTH} levels deep"
+                400,
+                "json_too_deep",
+                Text("the body nests more than {limit} levels deep", limit=MAX_JSON_DEPTH),
             )
         try:
             return json.loads(text)
         except ValueError as error:
-            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+            raise ApiError(
+                400, "malformed_json", Text("the body is not valid JSON: {error}", error=error)
+            ) from None
 
     def query(self, schema: type[ModelT]) -> ModelT:
         """The query string as ``schema``: 422 naming each bad or repeated parameter."""
         data: dict[str, str] = {}
-        repeated: list[ErrorItem] = []
+        repeated: list[FieldProblem] = []
         for name in schema.model_fields:
             values = self.get_query_arguments(name, strip=False)
             if len(values) > 1:
-                repeated.append(ErrorItem(field=name, reason="give this parameter at most once"))
+                repeated.append(FieldProblem(name, Text("give this parameter at most once")))
             elif values:
                 data[name] = values[0]
         if repeated:
-            raise ApiError(422, "validation_error", "the query string is invalid", errors=repeated)
+            raise ApiError(
+                422, "validation_error", Text("the query string is invalid"), errors=repeated
+            )
         return self.validate(schema, data)
 
     def validate(self, schema: type[ModelT], data: Any) -> ModelT:
@@ -247,7 +311,10 @@ class BaseHandler(RequestHandler):
             return schema.model_validate(data)
         except ValidationError as error:
             raise ApiError(
-                422, "validation_error", "the request is invalid", errors=validation_items(error)
+                422,
+                "validation_error",
+                Text("the request is invalid"),
+                errors=validation_items(error),
             ) from None
 
     def respond_json(self, body: bytes, status: int = 200) -> Awaitable[None]:
@@ -372,10 +439,17 @@ class BaseHandler(RequestHandler):
             self.set_header(name, value)
         if self.api:
             self.set_header("Content-Type", JSON_CONTENT_TYPE)
-            envelope = ErrorEnvelope(msg=response.msg, code=response.code, errors=response.errors)
+            envelope = ErrorEnvelope(
+                msg=self.text(response.msg),
+                code=response.code,
+                errors=[
+                    ErrorItem(field=item.field, reason=self.text(item.reason))
+                    for item in response.errors
+                ],
+            )
             self.finish(envelope.model_dump_json())
             return
-        self.render_error_page(response.status, response.msg)
+        self.render_error_page(response.status, self.text(response.msg))
 
     def render_error_page(self, status: int, message: str) -> None:
         """The HTML error page, with the caller's nav and account area when known.
@@ -399,7 +473,7 @@ class BaseHandler(RequestHandler):
             html = self.render_string(
                 "errors/error.html",
                 status=status,
-                heading=ERROR_HEADINGS.get(status, ERROR_HEADING_OTHER),
+                heading=self.text(ERROR_HEADINGS.get(status, ERROR_HEADING_OTHER)),
                 message=message,
                 menus=menus,
                 principal=principal,
@@ -489,16 +563,16 @@ class ApiHandler(BaseHandler):
         token = bearer_token(header)
         if token is None:
             raise ApiError(
-                401, "invalid_token", "send the token as `Authorization: Bearer <token>`"
+                401, "invalid_token", Text("send the token as `Authorization: Bearer <token>`")
             )
         try:
             login = await self.services.logins.resolve(token)
         except TokenExpired:
             raise ApiError(
-                401, "token_expired", "the token has expired or was revoked; log in again"
+                401, "token_expired", Text("the token has expired or was revoked; log in again")
             ) from None
         if login is None:
-            raise ApiError(401, "invalid_token", "the token is not valid; log in again")
+            raise ApiError(401, "invalid_token", Text("the token is not valid; log in again"))
         self.login = login
         return login.principal
 
@@ -518,11 +592,12 @@ class PageHandler(BaseHandler):
         self.redirect(url)
         raise Finish
 
-    def flash(self, message: str, *, level: str = "success") -> None:
-        """A message shown once, on the next page this browser renders."""
+    def flash(self, message: Message, *, level: str = "success") -> None:
+        """A message shown once, on the next page this browser renders (translated now, in the
+        reader's language)."""
         self.set_signed_cookie(
             FLASH_COOKIE,
-            json.dumps({"level": level, "text": message}),
+            json.dumps({"level": level, "text": self.text(message)}),
             expires_days=None,
             path="/",
             httponly=True,
@@ -570,7 +645,11 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
 
 
 class FormError(Exception):
-    """Form input that is refused; the message says why, shown to the person as a flash."""
+    """Form input that is refused; ``message`` says why, shown to the person as a flash."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
@@ -578,19 +657,21 @@ def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        reasons = "; ".join(
-            f"{item.field or 'form'}: {item.reason}" for item in validation_items(error)
+        reasons = Joined(
+            [
+                Text("{field}: {reason}", field=item.field, reason=item.reason)
+                for item in validation_items(error)
+            ]
         )
-        raise FormError(f"输入无效 ({reasons})") from None
+        raise FormError(Text("The input is not valid ({reasons})", reasons=reasons)) from None
 
 
-def validation_items(error: ValidationError) -> list[ErrorItem]:
-    """The field-by-field reasons of a pydantic ValidationError."""
-    items = []
-    for detail in error.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in detail["loc"])
-        items.append(ErrorItem(field=field, reason=detail["msg"]))
-    return items
+def validation_items(error: ValidationError) -> list[FieldProblem]:
+    """The field-by-field reasons of a pydantic ValidationError, as translatable sentences."""
+    return [
+        FieldProblem(".".join(str(part) for part in detail["loc"]), validation_reason(detail))
+        for detail in error.errors(include_url=False, include_input=False)
+    ]
 
 
 async def _close_quietly(session: AsyncSession) -> None:
