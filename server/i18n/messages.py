@@ -38,7 +38,11 @@ TEMPLATES: Final = "templates"
 SCRIPTS: Final = "static/js"
 SOURCE_LANGUAGE: Final = "en_US"
 PYTHON_KEYWORDS: Final[Mapping[str, Any]] = {"Text": (1,), "ntext": (1, 2)}
-TEMPLATE_KEYWORDS: Final[Mapping[str, Any]] = {"_": None, "Text": (1,), "ntext": (1, 2)}
+TEMPLATE_KEYWORDS: Final[Mapping[str, Any]] = {
+    "_": {1: (1,), 3: (1, 2)},  # _(message) or _(singular, plural, count)
+    "Text": (1,),
+    "ntext": (1, 2),
+}
 SCRIPT_KEYWORDS: Final[Mapping[str, Any]] = {"_": (1,)}
 TEMPLATE_CODE: Final = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
 
@@ -152,10 +156,11 @@ def update(translations: Mapping[str, str]) -> None:
     SCRIPT_MESSAGES.write_text(json.dumps(scripts, ensure_ascii=False, indent=0) + "\n", "utf-8")
 
 
-def problems() -> list[str]:
-    """Everything that keeps the catalogs from matching the code; empty when they do."""
+def problems(template: Catalog | None = None) -> list[str]:
+    """Everything that keeps the catalogs from matching the code (or ``template``, the ids
+    extracted from it); empty when they do."""
     found: list[str] = []
-    template = extracted()
+    template = extracted() if template is None else template
     wanted = {_key(message.id) for message in template if message.id}
     for language in LANGUAGES:
         catalog = read_catalog(language)

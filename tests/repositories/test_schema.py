@@ -253,3 +253,34 @@ async def test_upgrading_to_permissions_keeps_every_right_an_install_had(
         "/": None,
     }
     assert locks == ["admin"]
+
+
+async def test_upgrading_to_languages_keys_the_demo_rows_an_install_has(
+    empty_engine: AsyncEngine,
+) -> None:
+    """0007 recognises the demo's own menus and role descriptions (unchanged Chinese text and
+    url) and gives them message ids; rows an admin made or renamed stay as typed."""
+    await schema.upgrade(empty_engine, "0006")
+    async with empty_engine.begin() as connection:
+        for statement in (
+            "INSERT INTO menu (id, title, url, sort, visible, created_at) VALUES "
+            "(1, '系统管理', NULL, 0, 1, '2026-01-01'), "
+            "(2, '用户管理', '/admin/users', 0, 1, '2026-01-01'), "
+            "(3, '用户管理', '/people', 0, 1, '2026-01-01'), "
+            "(4, 'Team', '/team', 0, 1, '2026-01-01')",
+            "INSERT INTO role (id, name, description) VALUES "
+            "(1, 'customer', '顾客：自己的订单和客服聊天'), (2, 'clerk', '店员')",
+            "INSERT INTO user (id, name, password_hash, created_at, updated_at) VALUES "
+            "(1, 'alice', 'x', '2026-01-01', '2026-01-01')",
+        ):
+            await connection.execute(text(statement))
+
+    await schema.upgrade(empty_engine)
+
+    async with empty_engine.connect() as connection:
+        menus = dict((await connection.execute(text("SELECT id, title_key FROM menu"))).all())
+        roles = dict((await connection.execute(text("SELECT id, description_key FROM role"))).all())
+        language = await connection.scalar(text("SELECT language FROM user WHERE id = 1"))
+    assert menus == {1: "Administration", 2: "Users", 3: None, 4: None}
+    assert roles == {1: "Customer: their own orders and support chat", 2: None}
+    assert language is None
