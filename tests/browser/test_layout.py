@@ -4,9 +4,9 @@ line, and on a phone the menu sits behind a button that opens it (with a mouse, 
 and stacked under the header when JavaScript is off).
 
 Skipped without ``/usr/bin/chromium`` or the ``playwright`` package (a failure when
-``MSERVICES_TEST_REQUIRE_SERVICES=1``), like the other browser tests. Set
-``MSERVICES_TEST_SCREENSHOTS`` to a directory to keep a full-page screenshot of every page at both
-widths (``layout-<who>-<page>-<width>.png``).
+``MSERVICES_TEST_REQUIRE_SERVICES=1``), like the other browser tests. Both languages are checked
+(English words are longer). Set ``MSERVICES_TEST_SCREENSHOTS`` to a directory to keep a full-page
+screenshot of every page at both widths (``layout-<who>-<language>-<page>-<width>.png``).
 """
 
 from __future__ import annotations
@@ -180,18 +180,19 @@ async def check_pages(page: Page, who: str, paths: tuple[str, ...], width: int) 
     return problems
 
 
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
 async def test_no_page_scrolls_sideways_and_no_button_breaks_its_words(
-    browser: Browser, client: Client, passwords: dict[str, str], width: int
+    browser: Browser, client: Client, passwords: dict[str, str], width: int, locale: str
 ) -> None:
-    admin = await logged_in(browser, client, width, "admin", passwords["admin"])
-    customer = await logged_in(browser, client, width, "customer", passwords["customer"])
-    visitor = await (await new_context(browser, client, width)).new_page()
+    admin = await logged_in(browser, client, width, "admin", passwords["admin"], locale)
+    customer = await logged_in(browser, client, width, "customer", passwords["customer"], locale)
+    visitor = await (await new_context(browser, client, width, locale=locale)).new_page()
 
     problems = [
-        *await check_pages(admin, "admin", ADMIN_PAGES, width),
-        *await check_pages(customer, "customer", CUSTOMER_PAGES, width),
-        *await check_pages(visitor, "visitor", VISITOR_PAGES, width),
+        *await check_pages(admin, f"admin-{locale}", ADMIN_PAGES, width),
+        *await check_pages(customer, f"customer-{locale}", CUSTOMER_PAGES, width),
+        *await check_pages(visitor, f"visitor-{locale}", VISITOR_PAGES, width),
     ]
 
     assert not problems, "\n".join(problems)
