@@ -10,6 +10,25 @@ from typing import Any
 
 log = logging.getLogger("mservices")
 
+RECANCEL_SECONDS = 0.1
+"""How long ``cancel_and_wait`` gives a cancelled task before cancelling it again."""
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and return once it has finished (its outcome is not raised here).
+
+    A task that runs on after ``cancel()`` is cancelled again every RECANCEL_SECONDS: on Python
+    3.11, ``asyncio.wait_for`` drops a cancellation that arrives just as the operation it waits
+    for completes (python/cpython#86296, fixed in 3.12), and redis-py sends every command inside
+    one. A Redis subscriber cancelled while it subscribes then goes on to wait for the next
+    message forever, and so did a process stopped right after it started.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a stopped task had failed", exc_info=task.exception())
+
 
 class Background:
     """Holds a reference to every spawned task until it ends; failures are logged, not lost."""

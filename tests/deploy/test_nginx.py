@@ -1,7 +1,8 @@
 """``deploy/nginx.conf`` with Debian's nginx in front of ``mservices serve --processes 2`` (MariaDB
 and Redis shared): the /user API, static files, chat between clients on different processes, and
 the real client address, all through nginx; forwarding headers sent straight to a process by a
-client that is not a trusted proxy are ignored.
+client that is not a trusted proxy are ignored. When one process is killed, the other keeps its
+WebSockets and every request fails over to it.
 
 The client is made to come from 127.0.0.2: loopback, but not a trusted proxy (only 127.0.0.1 and
 ::1 are), so the address the app reports tells nginx's forwarding apart from the peer address.
@@ -15,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -34,9 +38,15 @@ from repositories.db import create_engine, make_session_factory
 from repositories.models import AuditEntry
 from repositories.roles import RoleRepository
 from server.permissions import CHAT_USE, DOWNLOADS_USE
+from server.realtime.websocket import CHAT_SUBPROTOCOL
 from server.runtime import INSTANCE_HEADER
 from tests.conftest import REQUIRE_SERVICES, service_url
-from tests.server.test_cli import multi_process_env, serving_processes
+from tests.server.test_cli import (
+    PROCESSES_TIMEOUT,
+    Supervised,
+    multi_process_env,
+    serving_processes,
+)
 from tests.server.test_runtime import wipe_database
 
 CLIENT_IP = "127.0.0.2"
@@ -55,6 +65,7 @@ class Stack:
     nginx_url: str
     app_urls: tuple[str, str]
     mysql_url: str
+    supervised: Supervised
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, mysql_url: str) -> Iterator[
                     f"http://127.0.0.1:{listen}",
                     (f"http://127.0.0.1:{first}", f"http://127.0.0.1:{second}"),
                     mysql_url,
+                    supervised,
                 )
     finally:
         asyncio.run(wipe_database(mysql_url))
@@ -182,7 +194,14 @@ async def open_chat(base_url: str, cookie: str, room: str) -> WebSocketClientCon
         network_interface=CLIENT_IP,
         request_timeout=WAIT,
     )
-    return await asyncio.wait_for(websocket_connect(request), WAIT)
+    return await asyncio.wait_for(websocket_connect(request, subprotocols=[CHAT_SUBPROTOCOL]), WAIT)
+
+
+def instance_of(connection: WebSocketClientConnection) -> str:
+    """The process that accepted ``connection`` (its ``X-Mservices-Instance``)."""
+    assert connection.headers is not None
+    instance: str = connection.headers[INSTANCE_HEADER]
+    return instance
 
 
 async def next_frame(
@@ -253,7 +272,7 @@ async def test_chat_reaches_a_client_on_the_other_process(stack: Stack) -> None:
     try:
         for _ in range(ATTEMPTS):
             connection = await open_chat(stack.nginx_url, cookie, room)
-            instance = connection.headers[INSTANCE_HEADER]
+            instance = instance_of(connection)
             if instance in sockets:
                 extra.append(connection)
             else:
@@ -331,3 +350,70 @@ async def test_metrics_are_not_served_through_nginx_but_on_each_process_port(
     assert (await fetch(f"{stack.nginx_url}/metrics")).code == 404
     # Straight to a process from 127.0.0.2: not in MSERVICES_METRICS_ALLOW, refused.
     assert (await fetch(f"{stack.app_urls[0]}/metrics")).code == 403
+
+
+# Last in the module: it kills a process (the supervisor restarts it before the test ends).
+async def test_a_killed_process_leaves_the_others_websockets_open_and_requests_fail_over(
+    stack: Stack,
+) -> None:
+    room = f"r{secrets.token_hex(4)}"
+    name = await register(stack.nginx_url)
+    auth = await bearer(stack.nginx_url, name)
+    cookie = await browser_session(stack.nginx_url, name)
+    chat = await open_chat(stack.nginx_url, cookie, room)
+    late: WebSocketClientConnection | None = None
+    survivor = instance_of(chat)
+    victim = next(port for port in stack.supervised.ports if str(port) != survivor)
+    pid = stack.supervised.child_pids()[victim]
+    supervisor = stack.supervised.process
+    # Frozen, the supervisor cannot restart the killed process while the requests below run, so
+    # they all meet a dead process (nothing else is frozen: SIGSTOP stops that one pid).
+    supervisor.send_signal(signal.SIGSTOP)
+    try:
+        await next_frame(chat, "history")
+        os.kill(pid, signal.SIGKILL)
+        await until_refused(victim)
+
+        answers = [await fetch(f"{stack.nginx_url}/user/me", headers=auth) for _ in range(10)]
+        assert [answer.code for answer in answers] == [200] * 10
+        assert {answer.headers[INSTANCE_HEADER] for answer in answers} == {survivor}
+
+        # The open socket stays open and hears a message sent after the kill, from a socket
+        # opened after it (which nginx could only give to the survivor).
+        late = await open_chat(stack.nginx_url, cookie, room)
+        assert instance_of(late) == survivor
+        await next_frame(late, "history")
+        late.write_message(json.dumps({"type": "message", "text": "after the kill"}))
+        assert (await next_frame(chat, "message", "after the kill"))["room"] == room
+    finally:
+        supervisor.send_signal(signal.SIGCONT)
+        for connection in (chat, late):
+            if connection is not None:
+                await close(connection)
+    await until_nginx_reaches(stack, victim)
+    assert f"(port {victim}, pid {pid}) exited with status -9 (SIGKILL)" in (
+        stack.supervised.stderr()
+    )
+
+
+async def until_refused(port: int) -> None:
+    """Wait (bounded) until nothing accepts connections on ``port``."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return
+        writer.close()
+        await writer.wait_closed()
+        assert time.monotonic() < deadline, f"port {port} still accepts connections"
+        await asyncio.sleep(0.05)
+
+
+async def until_nginx_reaches(stack: Stack, port: int) -> None:
+    """Wait (bounded) until nginx sends a request to the process on ``port`` again: the
+    supervisor has restarted it and nginx's fail_timeout has passed."""
+    deadline = time.monotonic() + PROCESSES_TIMEOUT
+    while (await fetch(f"{stack.nginx_url}/healthz")).headers.get(INSTANCE_HEADER) != str(port):
+        assert time.monotonic() < deadline, stack.supervised.stderr()
+        await asyncio.sleep(0.1)

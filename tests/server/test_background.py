@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from server.background import Background
+from server.background import Background, cancel_and_wait
 
 
 async def wait_forever(log: list[str]) -> None:
@@ -108,3 +108,34 @@ async def test_drain_cancels_the_work_that_outlasts_the_timeout() -> None:
     assert slow_log == ["cancelled"]
     await asyncio.sleep(0)
     assert len(background) == 0
+
+
+async def test_cancel_and_wait_stops_a_task_that_swallowed_its_first_cancellation() -> None:
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        # As a Redis subscriber does on Python 3.11 when the cancellation meets the end of a
+        # command sent through asyncio.wait_for: the CancelledError is lost, the task waits on.
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)  # let it reach its first wait
+    await asyncio.wait_for(cancel_and_wait(task), 10)
+    assert swallowed.is_set()
+    assert task.cancelled()
+
+
+async def test_cancel_and_wait_logs_a_task_that_had_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.ensure_future(broken())
+    await asyncio.wait({task})
+    await cancel_and_wait(task)
+    assert "a stopped task had failed" in caplog.text
