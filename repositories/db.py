@@ -32,12 +32,20 @@ def mask_url(url: str | URL) -> str:
     return re.sub(r"^([\w+.-]*://[^:/@]*):[^/]*@", r"\1:***@", url)
 
 
-def create_engine(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> AsyncEngine:
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 5,
+    connect_timeout: float = 5.0,
+) -> AsyncEngine:
     """Create the async engine with the settings each backend needs to be safe under load.
 
     SQLite: foreign keys on, WAL journal, a busy timeout so concurrent writers wait instead of
-    failing. MariaDB: utf8mb4, READ COMMITTED, pre-ping and recycling so a restarted server is
-    reconnected to.
+    failing (SQLAlchemy's own pool: one file, no server to protect). MariaDB: utf8mb4, READ
+    COMMITTED, pre-ping and recycling so a restarted server is reconnected to, and at most
+    ``pool_size + max_overflow`` connections; a request that finds them all busy waits up to
+    ``connect_timeout`` seconds for one, then fails.
     """
     parsed = make_url(url)
     if is_sqlite(parsed):
@@ -53,7 +61,7 @@ def create_engine(url: str, *, pool_size: int = 10, connect_timeout: float = 5.0
         # after taking a lock (repositories/locks.py) sees the lock's previous holder's writes.
         isolation_level="READ COMMITTED",
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_recycle=3600,
         pool_timeout=connect_timeout,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from repositories import schema
-from repositories.db import create_engine, make_session_factory, mask_url
+from repositories.db import make_session_factory, mask_url
 from repositories.errors import Conflict, DatabaseUnavailable
 from repositories.health import ping
 from repositories.users import UserRepository
@@ -24,6 +24,7 @@ from server import supervisor
 from server.demo import load_demo, remember_credentials
 from server.logs import configure_logging
 from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordHasher
+from server.services import database_engine
 from server.settings import Settings, describe_settings_error
 
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="serve with N processes on ports PORT..PORT+N-1 (and TCP_PORT..TCP_PORT+N-1), "
-        "supervised by this one; N > 1 needs MariaDB and MSERVICES_REDIS_URL (default: 1)",
+        "supervised by this one, which starts again a process that dies; N > 1 needs MariaDB "
+        "and MSERVICES_REDIS_URL (default: 1)",
     )
 
     db = _command(commands, "db", "database schema migrations")
@@ -133,11 +135,12 @@ def _serve_processes(settings: Settings, host: str, port: int, processes: int) -
 async def _with_reachable_database(
     settings: Settings, action: Callable[[AsyncEngine], Awaitable[int]]
 ) -> int:
-    """Open the engine, fail with one line if the database does not answer, run, dispose."""
+    """Open the engine (``serve`` serves with it: the pool the settings describe), fail with
+    one line if the database does not answer, run, dispose."""
     url = settings.effective_database_url
     if settings.uses_embedded_database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_timeout=settings.db_connect_timeout)
+    engine = database_engine(settings)
     try:
         try:
             await ping(engine, timeout=settings.db_connect_timeout + 1)

@@ -1,10 +1,11 @@
 """Serving: bring the services up, listen for HTTP and the TCP chat, and shut down cleanly on
 SIGTERM or SIGINT.
 
-Shutdown stops accepting (HTTP and TCP) at once; then, side by side, TCP clients get GOODBYE and
-are closed, chat WebSockets are closed with 1001 (``close_websockets``), and HTTP requests in
-flight get up to SHUTDOWN_GRACE_SECONDS to finish; last, the services (the database pool
-included) are closed. A second signal during shutdown stops the process at once.
+Shutdown stops accepting (HTTP and TCP) at once; then, side by side, TCP clients get a goodbye
+line (``tcp.SHUTTING_DOWN``, in each connection's language) and are closed, chat WebSockets are
+closed with 1001 (``close_websockets``), and HTTP requests in flight get up to
+SHUTDOWN_GRACE_SECONDS to finish; last, the services (the database pool included) are closed.
+A second signal during shutdown stops the process at once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ log = logging.getLogger("mservices")
 
 SHUTDOWN_GRACE_SECONDS = 10.0
 MAX_BODY_SIZE = 16 * 1024 * 1024
-GOODBYE = "* server shutting down, goodbye"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 INSTANCE_HEADER = "X-Mservices-Instance"
 
@@ -45,6 +45,7 @@ async def serve(settings: Settings, engine: AsyncEngine, *, host: str, port: int
 
     await ensure_schema(settings, engine)
     services = await open_services(settings, engine=engine)
+    unclosed: ExceptionGroup[Exception] | None = None
     try:
         app = make_app(settings, services)
         app.add_transform(instance_header(str(port)))
@@ -79,7 +80,15 @@ async def serve(settings: Settings, engine: AsyncEngine, *, host: str, port: int
         await until_stop_signal()
         await shut_down(server, chat, services)
     finally:
-        await services.close()
+        try:
+            await services.close()
+        except ExceptionGroup as failures:
+            # Each was logged by close; an error of serving itself, if any, is the one raised.
+            unclosed = failures
+    if unclosed is not None:
+        raise CommandError(
+            f"stopped, but {len(unclosed.exceptions)} service(s) failed to close (see the log)"
+        )
     log.info("stopped")
     return 0
 
@@ -112,7 +121,7 @@ async def shut_down(
         "WebSockets": close_websockets(services),
     }
     if chat is not None:
-        steps["TCP chat"] = chat.close(GOODBYE)
+        steps["TCP chat"] = chat.close()
     outcomes = await asyncio.gather(*steps.values(), return_exceptions=True)
     for name, outcome in zip(steps, outcomes, strict=True):
         if isinstance(outcome, BaseException):

@@ -63,7 +63,16 @@ class Settings(BaseSettings):
         description="Origins besides the site's own allowed to open the chat WebSocket.",
     )
     tcp_idle_seconds: float = Field(default=600.0, gt=0, description="TCP chat idle timeout.")
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Database connections each process keeps open."
+    )
+    db_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        le=200,
+        description="Connections a process may open beyond DB_POOL_SIZE under load (closed "
+        "when returned); a process holds at most DB_POOL_SIZE + DB_MAX_OVERFLOW.",
+    )
     db_connect_timeout: float = Field(default=5.0, gt=0, le=120)
 
     token_idle_days: float = Field(default=7, gt=0, description="A token unused this long expires.")

@@ -21,6 +21,7 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         """Answer 404 before any verb method (every method is unknown here); a page first
         learns who is asking, so it shows their nav and account area."""
+        self.bind_log_context()  # BaseHandler.prepare, which would, is not called
         self.api = self.wants_json()
         if not self.api:
             await self.know_the_caller()

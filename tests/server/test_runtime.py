@@ -26,7 +26,7 @@ from tornado.web import Application, RequestHandler
 from tornado.websocket import websocket_connect
 
 from repositories.db import create_engine
-from server.runtime import GOODBYE, DrainingHTTPServer, close_websockets
+from server.runtime import DrainingHTTPServer, close_websockets
 from server.services import Services
 from tests.conftest import Client, service_url, wipe
 from tests.processes import HOST, Served, create_superuser, serve, server_env
@@ -93,13 +93,14 @@ def test_sigterm_sends_tcp_clients_the_goodbye_line_and_exits_0(served: Served) 
     with connect(served.tcp_port) as client, client.makefile("rb") as lines:
         read_until(lines, "LOGIN <name> <password>")
         client.sendall(f"LOGIN {NAME} {PASSWORD}\n".encode())
-        assert read_until(lines, "* online in lobby:")[-1] == f"* online in lobby: {NAME}"
+        # No LANG and no language on the account: the TCP chat speaks Chinese.
+        assert read_until(lines, "* lobby 在线：")[-1] == f"* lobby 在线：{NAME}"
         client.sendall(b"see you\n")
         read_until(lines, f"[lobby] {NAME}: see you")
 
         served.process.send_signal(signal.SIGTERM)
         rest = [raw.decode("utf-8").rstrip("\r\n") for raw in lines]  # to the end of the stream
-    assert rest[-1] == GOODBYE
+    assert rest[-1] == "* 服务器正在关闭，再见"
     assert served.process.wait(timeout=15) == 0
     assert f"TCP chat on {HOST}:{served.tcp_port}" in served.stderr()
 

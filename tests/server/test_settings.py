@@ -282,3 +282,26 @@ def test_a_download_quota_of_zero_is_refused_naming_the_variable(
 ) -> None:
     monkeypatch.setenv(variable, "0")
     assert refusal().startswith(f"invalid setting {variable}: ")
+
+
+def test_the_database_pool_defaults_to_ten_connections_and_five_more_under_load() -> None:
+    configured = settings()
+    assert (configured.db_pool_size, configured.db_max_overflow) == (10, 5)
+
+
+def test_the_database_pool_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSERVICES_DB_POOL_SIZE", "4")
+    monkeypatch.setenv("MSERVICES_DB_MAX_OVERFLOW", "0")
+    configured = settings()
+    assert (configured.db_pool_size, configured.db_max_overflow) == (4, 0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MSERVICES_DB_POOL_SIZE", "0"), ("MSERVICES_DB_MAX_OVERFLOW", "-1")],
+)
+def test_an_impossible_pool_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert refusal().startswith(f"invalid setting {variable}: ")
