@@ -85,12 +85,14 @@ def mask_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a client connects: a server's address, the socket path and what it must send."""
+    """Where a client connects: a server's address, the socket path and what it must send
+    (the session cookie; the subprotocol to offer, mservices' JSON frames)."""
 
     host: str
     port: int
     path: str
     cookie: str = ""
+    protocol: str = ""
 
     def handshake(self) -> bytes:
         """The upgrade request, with the server's own origin (what a browser on the site sends)."""
@@ -106,6 +108,8 @@ class Endpoint:
         ]
         if self.cookie:
             lines.append(f"Cookie: {self.cookie}")
+        if self.protocol:
+            lines.append(f"Sec-WebSocket-Protocol: {self.protocol}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

@@ -21,6 +21,8 @@ class StoredMessage:
     user: str
     text: str
     created_at: dt.datetime
+    staff: bool = False
+    """Said by support staff in a support conversation."""
 
 
 class ChatRepository:
@@ -42,6 +44,7 @@ class ChatRepository:
                     "user_name": message.user,
                     "text": message.text,
                     "created_at": message.created_at,
+                    "staff": message.staff,
                 }
                 for message in messages
             ],
@@ -57,6 +60,7 @@ class ChatRepository:
             ChatMessage.user_name,
             ChatMessage.text,
             ChatMessage.created_at,
+            ChatMessage.staff,
         ).where(ChatMessage.room == room)
         if after_id is not None:
             query = query.where(ChatMessage.id > after_id)

@@ -3,53 +3,46 @@
 A change (a revoked token, a user whose roles or status changed, a menu or grant change) is
 applied to this process's caches before ``publish`` returns, so the process that made it never
 serves stale data. With ``MSERVICES_REDIS_URL`` set, the same event is published on one channel
-that every process subscribes to; a process whose subscription broke clears all of its caches
-when it resubscribes, because it may have missed events.
+(``server/redis_channel.py``, the loop the chat bus runs too) that every process subscribes to;
+a process whose subscription broke clears all of its caches when it resubscribes, because it
+may have missed events.
 
 Redis outages: a publish is tried once more when its pooled connection turns out dead (the
 first command after Redis restarts), and waits at most ``PUBLISH_WAIT`` seconds. The subscriber
-pings Redis on its own connection every ``HEARTBEAT`` seconds; ``healthy()`` is false while it is
-not subscribed, when nothing (not even a pong) has come back for ``STALE_AFTER`` seconds (a
-paused Redis), or after a publish failed. Caches ask ``healthy()`` to decide how long they may
-trust themselves (``server.logins.LoginCache``), and when the channel is heard again after such
-a gap every cache is cleared, because events may have been lost meanwhile.
+pings Redis on its own connection every second (``redis_channel.HEARTBEAT``); ``healthy()`` is
+false while it is not subscribed, when nothing (not even a pong) has come back for
+``STALE_AFTER`` seconds (a paused Redis), or after a publish failed. Caches ask ``healthy()`` to
+decide how long they may trust themselves (``server.logins.LoginCache``), and when the channel
+is heard again after such a gap every cache is cleared, because events may have been lost
+meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
-import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from server.realtime.redis_bus import retried
+from server.redis_channel import PUBLISH_ERRORS, Message, RedisChannel
 
 log = logging.getLogger("mservices.invalidation")
 
 CHANNEL = "mservices:invalidate"
 
 Kind = Literal["token", "user", "menus", "roles", "all"]
-
-HEARTBEAT = 1.0
-"""Seconds between the subscriber's pings while nothing else arrives."""
+KINDS = ("token", "user", "menus", "roles", "all")
 
 STALE_AFTER = 3.0
 """Seconds without hearing from Redis after which the channel counts as unhealthy."""
 
 PUBLISH_WAIT = 1.0
 """Seconds a publish waits for Redis (both tries together) before giving up."""
-
-_PING = "mservices-invalidation-heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +68,29 @@ class Invalidation:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
-        self._channel = channel
         self._clock = clock
         self._listeners: list[Listener] = []
-        self._origin = uuid.uuid4().hex
-        self._task: asyncio.Task[None] | None = None
+        self._channel: RedisChannel | None = None
         self.subscribed = asyncio.Event()
-        self.heard_at = -math.inf
-        """When (``clock`` time) Redis last answered the subscriber: a message or a pong."""
+        if redis is not None:
+            self._channel = RedisChannel(
+                redis,
+                channel,
+                label="invalidation",
+                log=log,
+                publish_wait=PUBLISH_WAIT,
+                clock=clock,
+            )
+            self.subscribed = self._channel.subscribed
+            self._channel.on_resync(self._resubscribed)
+            self._channel.on_heard(self._heard)
+            self._channel.on_message(self._receive)
         self._publish_failed = False  # since the subscriber last heard from Redis
+
+    @property
+    def heard_at(self) -> float:
+        """When (``clock`` time) Redis last answered the subscriber: a message or a pong."""
+        return -math.inf if self._channel is None else self._channel.heard_at
 
     def healthy(self) -> bool:
         """True when every event published by another process reaches this one: always
@@ -105,13 +112,11 @@ class Invalidation:
     async def publish(self, event: Event) -> None:
         """Apply ``event`` here now, then tell the other processes (best effort)."""
         self._apply(event)
-        if self._redis is None:
+        if self._channel is None:
             return
-        message = json.dumps({"origin": self._origin, "kind": event.kind, "key": event.key})
         try:
-            async with asyncio.timeout(PUBLISH_WAIT):
-                await retried(self._redis.publish, self._channel, message)
-        except (RedisError, OSError, TimeoutError) as error:
+            await self._channel.publish({"kind": event.kind, "key": event.key})
+        except PUBLISH_ERRORS as error:
             # The other processes may miss it, and this one may be missing theirs: distrust
             # the caches until the subscriber hears from Redis again (which clears them).
             self._publish_failed = True
@@ -121,17 +126,13 @@ class Invalidation:
 
     def start(self) -> None:
         """Start the subscriber (with Redis); it reconnects with backoff until ``close``."""
-        if self._redis is not None and self._task is None:
-            self._task = asyncio.ensure_future(self._subscribe_forever(self._redis))
+        if self._channel is not None:
+            self._channel.start()
 
     async def close(self) -> None:
         """Stop the subscriber."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self.subscribed.clear()
+        if self._channel is not None:
+            await self._channel.close()
 
     def _apply(self, event: Event) -> None:
         for listener in self._listeners:
@@ -140,56 +141,19 @@ class Invalidation:
             except Exception:
                 log.exception("an invalidation listener failed on %s", event)
 
-    async def _subscribe_forever(self, redis: Redis) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    # Anything published while we were not listening is lost: start clean.
-                    self._apply(Event("all"))
-                    self.heard_at = pinged_at = self._clock()
-                    self._publish_failed = False
-                    self.subscribed.set()
-                    delay = 0.1
-                    while True:
-                        message = await pubsub.get_message(timeout=HEARTBEAT)
-                        now = self._clock()
-                        if message is not None:
-                            self._heard(now)
-                            self._receive(message)
-                        if now - pinged_at >= HEARTBEAT:
-                            await pubsub.ping(_PING)
-                            pinged_at = now
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as error:
-                self.subscribed.clear()
-                log.warning("invalidation channel lost (%s); retrying in %.1fs", error, delay)
-            except Exception:
-                self.subscribed.clear()
-                log.exception("invalidation subscriber failed; retrying in %.1fs", delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
-            delay = min(delay * 2, 5.0)
+    async def _resubscribed(self) -> None:
+        """Anything published while we were not listening is lost: start clean."""
+        self._apply(Event("all"))
+        self._publish_failed = False
 
     def _heard(self, now: float) -> None:
         """Redis answered: after a gap (or a failed publish), events may have been lost."""
         if not self._healthy_at(now):
             self._apply(Event("all"))
-        self.heard_at = now
         self._publish_failed = False
 
-    def _receive(self, message: dict[str, object]) -> None:
-        if message.get("type") != "message":
+    def _receive(self, data: Message) -> None:
+        kind = data["kind"]
+        if kind not in KINDS:
             return
-        try:
-            raw = message["data"]
-            data = json.loads(raw if isinstance(raw, str | bytes) else "")
-            if data.get("origin") == self._origin:
-                return
-            kind = data["kind"]
-            if kind not in ("token", "user", "menus", "roles", "all"):
-                return
-            self._apply(Event(kind, str(data.get("key", ""))))
-        except Exception:  # anything a stranger can publish must not stop the subscriber
-            log.warning("ignoring a malformed invalidation message")
+        self._apply(Event(kind, str(data.get("key", ""))))

@@ -1,22 +1,31 @@
-"""The realtime pages: the chat room (``/chat`` and the seed's ``/robbit``) and the ticker."""
+"""The realtime pages: the chat room (``/chat``) and the ticker. (``/robbit``, the seed's
+客服在线, is a private support conversation: ``support.py``.)"""
 
 from __future__ import annotations
 
+from schemas.text import Text
 from server.handlers.base import PageHandler
 from server.permissions import Requirement
 from server.realtime.hub import DEFAULT_ROOM
 from server.realtime.limits import ROOM_PATTERN
+from server.realtime.rooms import is_private
 from server.services import Services
+
+CHAT_ROOM = Text("Chat room")
+LIVE_SUPPORT = Text("Live support")
+"""The seed's ``/robbit`` page title (客服在线)."""
 
 
 class ChatPageHandler(PageHandler):
-    """``GET /chat`` and ``GET /robbit`` (``?room=NAME``, default ``lobby``): the chat room of a
-    logged-in user; anonymous visitors are sent to the login form."""
+    """``GET /chat`` (``?room=NAME``, default ``lobby``): the chat room of a logged-in user;
+    anonymous visitors are sent to the login form. A private room's name (``support-...``)
+    shows the lobby: conversations have their own page (``/support/{id}``)."""
 
-    title = "聊天室"
+    title = CHAT_ROOM
 
-    def initialize(self, services: Services, need: Requirement, title: str = "聊天室") -> None:
-        """Receive the services, the route's requirement and the page title (route kwargs)."""
+    def initialize(self, services: Services, need: Requirement, title: Text = CHAT_ROOM) -> None:
+        """Receive the services, the route's requirement and the page title (route kwargs),
+        shown in the reader's language."""
         super().initialize(services, need)
         self.title = title
 
@@ -24,10 +33,10 @@ class ChatPageHandler(PageHandler):
         """Render ``chat/room.html``; the page's script opens ``/message``."""
         login = self.current_login()
         room = self.get_query_argument("room", DEFAULT_ROOM) or DEFAULT_ROOM
-        if not ROOM_PATTERN.match(room):
+        if not ROOM_PATTERN.match(room) or is_private(room):
             room = DEFAULT_ROOM
         await self.render_page(
-            "chat/room.html", title=self.title, room=room, me=login.principal.name
+            "chat/room.html", title=self.text(self.title), room=room, me=login.principal.name
         )
 
 

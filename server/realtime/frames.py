@@ -35,7 +35,8 @@ class FrameOnce:
     room in a row, so the broadcast is encoded and framed once, not once per connection.
 
     Payloads are compared by identity (the memo holds the last one, so a new string can never
-    take its place by accident); a different payload, equal or not, is framed afresh.
+    take its place by accident); a different payload, equal or not, is framed afresh. This is
+    the JSON members' memo; ``plain.PlainFrames`` is the plain-text members' (once per language).
     """
 
     __slots__ = ("_frame", "_text")

@@ -12,6 +12,7 @@ from collections import deque
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from repositories.chat import ChatRepository, StoredMessage
+from server.background import cancel_and_wait
 from server.errors import is_database_outage
 
 log = logging.getLogger("mservices.chat")
@@ -59,6 +60,11 @@ class ChatHistory:
         merged = {message.id: message for message in [*stored, *queued]}
         return [merged[key] for key in sorted(merged)][-limit:]
 
+    def queued(self, after_id: int) -> list[StoredMessage]:
+        """The messages after ``after_id`` still queued for storage (not in the database yet,
+        or being written), oldest first: what another process filling its rooms cannot read."""
+        return [message for message in self._pending if message.id > after_id]
+
     def start(self) -> None:
         """Start the writer."""
         if self._task is None:
@@ -67,9 +73,9 @@ class ChatHistory:
     async def close(self) -> None:
         """Write what is queued (best effort), then stop."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancels until the task has ended: on Python 3.11 a cancellation that lands as an
+            # awaited wait_for (redis-py, asyncmy) finishes can be lost (cpython#86296).
+            await cancel_and_wait(self._task)
             self._task = None
         with contextlib.suppress(Exception):
             await self.flush()

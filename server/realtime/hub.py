@@ -9,25 +9,35 @@ HISTORY_ON_JOIN messages in memory (``recent.py``), loaded once per room and the
 message it delivers, wherever it was published. A resume (``last_id``) is answered from memory
 when the gap lies inside that window, and from history (at most RESUME_LIMIT messages) when it
 reaches further back.
+
+Each message is delivered once per process: a message id the room delivered already is dropped
+(``recent.py``). After the Redis bus resubscribes, ``fill`` delivers what the members here
+missed meanwhile, read from history plus what other processes have not stored yet
+(``redis_bus.py`` holds live frames until it is done, so per sender the order holds).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from repositories.chat import StoredMessage
 from repositories.models import utcnow
-from server.realtime.bus import Bus
+from server.realtime.bus import Bus, Frames
 from server.realtime.history import ChatHistory
 from server.realtime.ids import MessageIds
 from server.realtime.presence import Presence
-from server.realtime.recent import RecentMessages, message_fields
+from server.realtime.recent import RecentMessages, frame_fields, message_fields
+
+log = logging.getLogger("mservices.chat")
 
 HISTORY_ON_JOIN = 50
 RESUME_LIMIT = 200
+FILL_LIMIT = 1_000
+"""The most messages a room gets from one fill (the newest; an older gap is logged)."""
 DEFAULT_ROOM = "lobby"
 
 
@@ -64,6 +74,7 @@ class Hub:
         self.delivered = 0
         self.said = 0
         bus.subscribe(self.deliver)
+        bus.recover_with(self.fill, self.unstored)
 
     async def join(self, member: Member, room: str, *, last_id: int | None = None) -> None:
         """Add ``member`` to ``room``: send it history (or what it missed since ``last_id``) and
@@ -113,10 +124,17 @@ class Hub:
         message = StoredMessage(
             id=self.ids.next(), room=room, user=user, text=text, created_at=utcnow()
         )
-        self.said += 1
         self.history.record(message)
-        await self.bus.publish(room, encode("message", room, **message_fields(message)))
+        await self.publish_stored(message)
         return message.id
+
+    async def publish_stored(self, message: StoredMessage) -> None:
+        """Publish a message whose id was minted here (``ids``) and that is stored or queued
+        for storage: ``say``'s messages, and a support thread's, which is stored with the
+        thread's change before it is published (``server/support.py``)."""
+        self.said += 1
+        room = message.room
+        await self.bus.publish(room, encode("message", room, **message_fields(message)))
 
     async def resync(self) -> None:
         """Publish who is online now in every room with a member here, as a ``presence`` frame
@@ -127,10 +145,8 @@ class Hub:
         elsewhere may hold a stale online list. Rooms are refreshed one by one; a failure is
         left to the caller (the bus logs it and the next resubscription tries again).
 
-        Rooms in memory are dropped first: messages published during the outage never reached
-        this process, so the next join reads them from history.
+        Rooms in memory are kept: the messages this process missed are filled in (``fill``).
         """
-        self.recent.clear()
         for room in self.rooms():
             users = await self.presence.online(room)
             await self.bus.publish(room, encode("presence", room, users=users))
@@ -139,10 +155,55 @@ class Hub:
         """Who is in ``room`` (every process)."""
         return await self.presence.online(room)
 
+    async def fill(self, after_id: int, unstored: Frames) -> None:
+        """Deliver to the members here every message of their rooms after ``after_id`` that
+        this process has not delivered, in id order: from history, plus ``unstored`` (what the
+        other processes have not stored yet). The Redis bus awaits this after it resubscribes,
+        while it holds live frames (``redis_bus.py``); a message delivered before is dropped by
+        ``deliver``. At most FILL_LIMIT messages a room (the newest); the rest is logged."""
+        rooms = self.rooms()
+        missed: dict[str, dict[int, str]] = {room: {} for room in rooms}
+        for room, payload in unstored:
+            found = missed.get(room)
+            fields = frame_fields(payload) if found is not None else None
+            if found is not None and fields is not None:
+                found[fields["id"]] = payload
+        for room in rooms:
+            after = max(after_id, self.recent.forgotten(room))
+            stored = await self.history.recent(room, limit=FILL_LIMIT + 1, after_id=after)
+            if len(stored) > FILL_LIMIT:
+                log.warning(
+                    "chat fill of %r: the last %d messages only, id %d and older left out",
+                    room,
+                    FILL_LIMIT,
+                    stored[0].id,
+                )
+            found = missed[room]
+            for message in stored[-FILL_LIMIT:]:
+                if message.id not in found:
+                    found[message.id] = encode("message", room, **message_fields(message))
+            before = self.delivered
+            for message_id in sorted(key for key in found if key > after):
+                self.deliver(room, found[message_id])
+            if self.delivered > before:
+                log.info(
+                    "chat fill of %r: %d deliveries missed meanwhile", room, self.delivered - before
+                )
+
+    def unstored(self, after_id: int) -> Frames:
+        """This process's messages after ``after_id`` still queued for storage, as message
+        frames: the answer to another process filling its rooms (``redis_bus.py``)."""
+        return [
+            (message.room, encode("message", message.room, **message_fields(message)))
+            for message in self.history.queued(after_id)
+        ]
+
     def deliver(self, room: str, payload: str) -> None:
         """Hand an encoded frame to every local member of ``room`` (called by the bus), and
-        remember it when it is a message of a room in memory."""
-        self.recent.remember(room, payload)
+        remember it when it is a message of a room in memory; a message this process
+        delivered already (it may come again after an outage) is dropped."""
+        if not self.recent.remember(room, payload):
+            return
         members = self._rooms.get(room)
         if members:
             for member in list(members):

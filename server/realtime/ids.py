@@ -37,6 +37,11 @@ class MessageIds:
         return (now << (NODE_BITS + SEQUENCE_BITS)) | (self.node << SEQUENCE_BITS) | self._sequence
 
 
+def first_id_at(unix_ms: int) -> int:
+    """The smallest id any process mints at the Unix time ``unix_ms`` (0 before the epoch)."""
+    return max(0, unix_ms - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS)
+
+
 def id_time_ms(message_id: int) -> int:
     """The Unix time in milliseconds encoded in ``message_id``."""
     return (message_id >> (NODE_BITS + SEQUENCE_BITS)) + EPOCH_MS

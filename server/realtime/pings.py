@@ -16,6 +16,8 @@ from typing import Protocol
 
 from tornado.websocket import WebSocketClosedError
 
+from server.logs import detached
+
 log = logging.getLogger("mservices.chat")
 
 PING_INTERVAL = 25.0
@@ -49,7 +51,9 @@ class SocketPings:
         """Ping ``socket`` from now on (starts the task with the first socket)."""
         self._waiting[socket] = False
         if self._task is None and self.interval > 0:
-            self._task = asyncio.ensure_future(self._run())
+            # The first socket's handshake starts it, but it serves the whole process: its
+            # lines must not carry that request's id.
+            self._task = detached(asyncio.ensure_future, self._run())
 
     def discard(self, socket: Pingable) -> None:
         """Stop pinging ``socket`` (closed); the task stops with the last socket."""

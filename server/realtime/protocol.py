@@ -6,13 +6,18 @@ sends, how it ends) and ``server.routes`` puts it into the OpenAPI document as `
 ``/docs`` renders it. Every limit, close code and fixed line is taken from the modules that
 enforce or send it, so the description cannot drift from them; the tests compare the frame
 types and commands listed here with those the code sends and accepts.
+
+This is developer reference, so it is written in English (like the rest of the API reference
+on ``/docs``) and not translated; the sentences the server sends to a person (error frames, TCP
+notices) are, and the fixed lines below show their English form.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.permissions import CHAT_USE
+from server.i18n import DEFAULT_LANGUAGE
+from server.permissions import CHAT_USE, SUPPORT_ANSWER
 from server.realtime.hub import DEFAULT_ROOM, HISTORY_ON_JOIN, RESUME_LIMIT
 from server.realtime.limits import (
     MAX_TEXT_CHARS,
@@ -22,27 +27,36 @@ from server.realtime.limits import (
     ROOM_PATTERN,
 )
 from server.realtime.pings import CLOSE_NORMAL, PING_INTERVAL
+from server.realtime.rooms import PRIVATE_PREFIX, QUEUE_ROOM
 from server.realtime.sessions import CLOSE_SESSION_ENDED
 from server.realtime.tcp import (
     DEVICE,
+    ERROR,
     GREETING,
     HELP,
+    LANG_USAGE,
+    LANGUAGE_CHOICES,
     LINE_LIMIT,
     LOGIN_ATTEMPTS,
     LOGIN_HINT,
     LOGIN_TIMEOUT,
     LOGIN_USAGE,
     NOT_UTF8,
+    NOTICE,
     QUEUE_SIZE,
     SESSION_ENDED,
+    SHUTTING_DOWN,
     TCP_NEED,
     TOO_LONG,
+    language_switch,
 )
 from server.realtime.websocket import (
+    CHAT_SUBPROTOCOL,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_SLOW_CONSUMER,
+    FRAME_SHAPE,
     LAST_ID_PATTERN,
     MAX_FRAME_BYTES,
     SEND_BUFFER_BYTES,
@@ -52,18 +66,50 @@ CLOSE_TOO_BIG = 1009
 """Tornado's close code for a frame over ``max_message_size``."""
 
 MESSAGE_FIELDS = [
-    {"name": "user", "type": "string", "description": "发言人的用户名"},
-    {"name": "text", "type": "string", "description": "消息正文"},
-    {"name": "ts", "type": "number", "description": "Unix 时间戳（秒，带小数）"},
-    {"name": "id", "type": "integer", "description": "消息 id，按发送顺序递增；重连时作 last_id"},
+    {"name": "user", "type": "string", "description": "the name of the user who said it"},
+    {"name": "text", "type": "string", "description": "the message"},
+    {"name": "ts", "type": "number", "description": "Unix time in seconds, with a fraction"},
+    {
+        "name": "id",
+        "type": "integer",
+        "description": "the message id, growing in the order messages were sent; "
+        "send it back as last_id when reconnecting",
+    },
+    {
+        "name": "staff",
+        "type": "boolean",
+        "description": "present (true) only on what support staff said in a support "
+        "conversation: show a badge",
+    },
 ]
+PRIVATE_ROOMS = (
+    f"Rooms named `{PRIVATE_PREFIX}...` (in any case) are private: `{PRIVATE_PREFIX}<id>` is "
+    f"a support conversation, entered only by its customer and holders of `{SUPPORT_ANSWER}`; "
+    f"`{QUEUE_ROOM}` is the agents' live queue (holders of `{SUPPORT_ANSWER}` only); any other "
+    "such name is nobody's. Every other room is public."
+)
+THREAD_EXAMPLE = {
+    "id": 7,
+    "room": "support-7",
+    "customer": "carol",
+    "status": "answered",
+    "version": 3,
+    "created_at": "2026-12-06T08:00:00Z",
+    "updated_at": "2026-12-06T08:02:10Z",
+    "closed_at": None,
+    "last_message": {"user": "ann", "text": "it ships today", "ts": 1796544130.0, "staff": True},
+}
+LANGUAGE = (
+    "the language of the person reading: the account's choice, else the `mservices_lang` "
+    "cookie, else `Accept-Language`, else Chinese"
+)
 
 
 def _frame(
     kind: str, description: str, fields: list[dict[str, str]], example: Any
 ) -> dict[str, Any]:
-    room = {"name": "room", "type": "string", "description": "房间名"}
-    kind_field = {"name": "type", "type": "string", "description": f"固定为 {kind}"}
+    room = {"name": "room", "type": "string", "description": "the room"}
+    kind_field = {"name": "type", "type": "string", "description": f"always {kind}"}
     return {
         "type": kind,
         "description": description,
@@ -78,11 +124,21 @@ def websocket_protocol() -> dict[str, Any]:
     return {
         "path": "/message",
         "permission": CHAT_USE,
-        "subprotocol": None,
+        "subprotocol": CHAT_SUBPROTOCOL,
         "authentication": (
-            "握手时用登录后浏览器的会话 cookie 认证（不接受 bearer 令牌）；没有有效会话 401，"
-            f"角色没有 `{CHAT_USE}` 权限 403。只接受本站的 Origin 和设置 `ws_origins` 里的"
-            "来源，否则 403。不协商子协议和压缩，每帧都是 UTF-8 JSON 文本。"
+            "The handshake authenticates with the session cookie of a browser that logged in "
+            "(bearer tokens are not accepted): 401 without a valid session, 403 when the "
+            f"user's roles do not grant `{CHAT_USE}`. Only the site's own Origin and those in "
+            "the `ws_origins` setting are accepted, else 403. Compression is never negotiated. "
+            f"Offer the subprotocol `{CHAT_SUBPROTOCOL}` (`Sec-WebSocket-Protocol`) to get the "
+            "UTF-8 JSON frames described below. A client that offers none (the seed's page, "
+            "`new WebSocket(url)`) shares the same rooms, history and limits in the seed's "
+            "plain text instead: every text frame it sends is the message, and it receives one "
+            "line per frame, HTML-escaped (`&`, `<`, `>`): `NAME says: TEXT` for a message and "
+            "for each message of the history, `NAME joined the chat room` and `NAME left the "
+            "chat room`, an error frame's text on its own, and no presence (in Chinese, exactly "
+            "the seed's lines). Error frames and plain lines are in "
+            f"{LANGUAGE}, taken from the handshake request."
         ),
         "query": [
             {
@@ -90,34 +146,40 @@ def websocket_protocol() -> dict[str, Any]:
                 "required": False,
                 "pattern": ROOM_PATTERN.pattern,
                 "default": DEFAULT_ROOM,
-                "description": "要进入的房间：1 到 64 个字母（任何文字）、数字、_、. 或 -；"
-                "不合规则握手 400",
+                "description": "the room to enter: 1 to 64 letters (of any script), digits, "
+                "_, . or -; otherwise the handshake is answered with 400. "
+                + PRIVATE_ROOMS
+                + " Entering (or resuming) a private room you may not enter, or one that does "
+                "not exist, is answered with 403",
             },
             {
                 "name": "last_id",
                 "required": False,
                 "pattern": LAST_ID_PATTERN.pattern,
-                "description": "重连时收到的最后一条消息 id：history 帧只给出之后错过的消息"
-                f"（最多 {RESUME_LIMIT} 条）；不合规则握手 400",
+                "description": "the id of the last message received, when reconnecting: the "
+                f"history frame then holds only the messages missed since (at most "
+                f"{RESUME_LIMIT}); otherwise the handshake is answered with 400",
             },
         ],
         "client_frames": [
             {
                 "type": "message",
-                "description": "向当前房间发一条消息",
+                "description": "say something in the current room",
                 "fields": [
-                    {"name": "type", "type": "string", "description": "固定为 message"},
+                    {"name": "type", "type": "string", "description": "always message"},
                     {
                         "name": "text",
                         "type": "string",
-                        "description": f"消息正文，非空，最多 {MAX_TEXT_CHARS} 个字符",
+                        "description": f"the message, not blank, at most {MAX_TEXT_CHARS} "
+                        "characters",
                     },
                 ],
                 "example": {"type": "message", "text": "你好"},
             },
             {
-                "type": "（纯文本）",
-                "description": "不是 JSON 对象的文本帧整个当作消息正文（种子页面的发法）",
+                "type": "(plain text)",
+                "description": "a text frame that is not a JSON object is the message itself "
+                "(without the subprotocol, every text frame is, as the seed's page sends it)",
                 "fields": [],
                 "example": "你好",
             },
@@ -125,59 +187,92 @@ def websocket_protocol() -> dict[str, Any]:
         "server_frames": [
             _frame(
                 "history",
-                f"进入房间后的第一帧：最近 {HISTORY_ON_JOIN} 条消息；带 last_id 重连时是之后错过的"
-                f"消息（最多 {RESUME_LIMIT} 条）",
+                f"the first frame after entering a room: its last {HISTORY_ON_JOIN} messages; "
+                f"after a reconnect with last_id, the messages missed since (at most "
+                f"{RESUME_LIMIT})",
                 [
                     {
                         "name": "messages",
                         "type": "array",
-                        "description": "消息列表，从旧到新，每条有 user、text、ts、id",
+                        "description": "the messages, oldest first, each with user, text, ts "
+                        "and id",
                     },
                     {
                         "name": "recovered",
                         "type": "boolean",
-                        "description": "false：错过的消息多于能补发的，有消息缺失",
+                        "description": "false: more messages were missed than can be sent "
+                        "again; some are missing",
                     },
                 ],
                 {"type": "history", "room": DEFAULT_ROOM, "messages": [message], "recovered": True},
             ),
             _frame(
                 "message",
-                "房间里有人发了消息（自己发的也会收到）",
+                "someone said something in the room (your own messages come back too); each id "
+                "comes once. When Redis comes back after an outage, the messages missed meanwhile "
+                "come first, oldest first, then live ones",
                 MESSAGE_FIELDS,
                 {"type": "message", "room": DEFAULT_ROOM, **message},
             ),
             _frame(
                 "join",
-                "某用户在这个房间的第一个连接进入",
+                "a user's first connection to this room came in",
                 [
-                    {"name": "user", "type": "string", "description": "用户名"},
-                    {"name": "ts", "type": "number", "description": "Unix 时间戳（秒）"},
+                    {"name": "user", "type": "string", "description": "the user's name"},
+                    {"name": "ts", "type": "number", "description": "Unix time in seconds"},
                 ],
                 {"type": "join", "room": DEFAULT_ROOM, "user": "ann", "ts": 1714550400.0},
             ),
             _frame(
                 "leave",
-                "某用户在这个房间的最后一个连接离开",
+                "a user's last connection to this room left",
                 [
-                    {"name": "user", "type": "string", "description": "用户名"},
-                    {"name": "ts", "type": "number", "description": "Unix 时间戳（秒）"},
+                    {"name": "user", "type": "string", "description": "the user's name"},
+                    {"name": "ts", "type": "number", "description": "Unix time in seconds"},
                 ],
                 {"type": "leave", "room": DEFAULT_ROOM, "user": "ann", "ts": 1714550400.0},
             ),
             _frame(
                 "presence",
-                "当前在线的用户：进入房间后发给自己；Redis 重连后发给房间里所有人",
-                [{"name": "users", "type": "array", "description": "在线用户名列表"}],
+                "who is online now: sent to you after you enter a room, and to everyone in the "
+                "room after Redis reconnects",
+                [{"name": "users", "type": "array", "description": "the names of the users"}],
                 {"type": "presence", "room": DEFAULT_ROOM, "users": ["ann", "bob"]},
             ),
             _frame(
-                "error",
-                "只发给发送者：这条消息被拒绝（连接保持）",
+                "thread",
+                f"a support conversation changed (a message, or it was closed): sent to its "
+                f"room and to `{QUEUE_ROOM}`, and to you when you enter the conversation. "
+                "Keep the copy with the highest version",
                 [
-                    {"name": "code", "type": "string", "description": "原因代码，见下表"},
-                    {"name": "text", "type": "string", "description": "说明（英文）"},
-                    {"name": "ts", "type": "number", "description": "Unix 时间戳（秒）"},
+                    {
+                        "name": "thread",
+                        "type": "object",
+                        "description": "the conversation as `GET /api/support/threads/{id}` "
+                        "returns it (`ThreadRead`): id, room, customer, status (new, waiting, "
+                        "answered, closed), version, times, last_message",
+                    }
+                ],
+                {"type": "thread", "room": QUEUE_ROOM, "thread": THREAD_EXAMPLE},
+            ),
+            _frame(
+                "agents",
+                "in a support conversation: whether a support agent is online (has the "
+                "queue open); sent when you enter and whenever it changes",
+                [{"name": "online", "type": "boolean", "description": "an agent is online"}],
+                {"type": "agents", "room": "support-7", "online": True},
+            ),
+            _frame(
+                "error",
+                "to the sender only: that message was refused (the connection stays open)",
+                [
+                    {"name": "code", "type": "string", "description": "why, see the table below"},
+                    {
+                        "name": "text",
+                        "type": "string",
+                        "description": f"the explanation for a person, in {LANGUAGE}",
+                    },
+                    {"name": "ts", "type": "number", "description": "Unix time in seconds"},
                 ],
                 {
                     "type": "error",
@@ -190,62 +285,84 @@ def websocket_protocol() -> dict[str, Any]:
         ],
         "error_codes": [
             {
-                "code": "bad_frame",
-                "description": '二进制帧、不是 {"type": "message", '
-                '"text": ...} 的 JSON 对象，或嵌套太深',
+                "code": "closed",
+                "description": "the support conversation is closed: nothing more is said in it "
+                "(open support again for a new one)",
             },
-            {"code": "empty", "description": "消息为空或只有空白"},
-            {"code": "too_long", "description": f"超过 {MAX_TEXT_CHARS} 个字符"},
-            {"code": "bad_text", "description": "文本含孤立代理项，不是合法 Unicode"},
+            {
+                "code": "read_only",
+                "description": f"nobody speaks in `{QUEUE_ROOM}`: enter a conversation to answer",
+            },
+            {
+                "code": "bad_frame",
+                "description": f"a binary frame, a JSON object that is not {FRAME_SHAPE}, "
+                "or one nested too deep",
+            },
+            {"code": "empty", "description": "the message is empty or only white space"},
+            {"code": "too_long", "description": f"more than {MAX_TEXT_CHARS} characters"},
+            {
+                "code": "bad_text",
+                "description": "the text holds a lone surrogate: it is not valid Unicode",
+            },
             {
                 "code": "rate_limited",
-                "description": f"太快：平均每秒 {RATE_PER_SECOND:g} 条，突发最多 {RATE_BURST} 条",
+                "description": f"too fast: {RATE_PER_SECOND:g} messages a second on average, "
+                f"bursts of at most {RATE_BURST}",
             },
             {
                 "code": "unavailable",
-                "description": "进入房间失败（如数据库不可用），随后以 1011 关闭",
+                "description": "entering the room failed (the database is away, say); the "
+                "socket is then closed with 1011. In a support conversation: the message could "
+                "not be stored, and was not sent (the socket stays open)",
             },
         ],
         "close_codes": [
             {
                 "code": CLOSE_NORMAL,
                 "reason": "ping timed out",
-                "description": f"服务器每 {PING_INTERVAL:g} 秒 ping 一次，客户端没有回应",
+                "description": f"the server pings every {PING_INTERVAL:g} seconds and the "
+                "client did not answer",
             },
             {
                 "code": CLOSE_GOING_AWAY,
                 "reason": "server shutting down",
-                "description": "服务器关闭",
+                "description": "the server is stopping",
             },
             {
                 "code": CLOSE_POLICY_VIOLATION,
                 "reason": "rate limit exceeded",
-                "description": f"连续 {REFUSALS_BEFORE_CLOSE} 条消息因太快被拒绝",
+                "description": f"{REFUSALS_BEFORE_CLOSE} messages in a row were refused as too "
+                "fast",
             },
             {
                 "code": CLOSE_TOO_BIG,
                 "reason": "",
-                "description": f"一帧超过 {MAX_FRAME_BYTES} 字节",
+                "description": f"a frame over {MAX_FRAME_BYTES} bytes",
             },
             {
                 "code": CLOSE_INTERNAL_ERROR,
                 "reason": "chat unavailable",
-                "description": "进入房间失败",
+                "description": "entering the room failed",
             },
             {
                 "code": CLOSE_SESSION_ENDED,
                 "reason": "session ended",
-                "description": (
-                    "会话已退出或被撤销（退出登录、改密码、管理员停用）：请重新登录，不要重连"
-                ),
+                "description": "the session was logged out or revoked (logging out, a password "
+                "change, an administrator deactivating the user): log in again, do not "
+                "reconnect",
             },
             {
                 "code": CLOSE_SLOW_CONSUMER,
                 "reason": "slow consumer",
-                "description": f"客户端读得太慢，未发出的数据超过 {SEND_BUFFER_BYTES} 字节",
+                "description": f"the client reads too slowly: more than {SEND_BUFFER_BYTES} "
+                "bytes are waiting to be sent",
             },
         ],
     }
+
+
+def _notice(line: str) -> str:
+    return NOTICE + line
 
 
 def tcp_protocol() -> dict[str, Any]:
@@ -254,69 +371,133 @@ def tcp_protocol() -> dict[str, Any]:
         "setting": "tcp_port",
         "permission": TCP_NEED,
         "encoding": (
-            "UTF-8 文本，一行一条；客户端行尾 LF 或 CRLF，服务器行尾 CRLF。"
-            "可以用 nc、telnet 或几行 socket 代码连接；密码是明文传输，只在可信网络上开放端口。"
+            "UTF-8 text, one line per message; the client ends lines with LF or CRLF, the "
+            "server with CRLF. nc, telnet or a few lines of socket code can connect; passwords "
+            "travel in clear text, so open the port only on a trusted network."
         ),
         "login": (
-            f"连上后服务器先发问候行；{LOGIN_TIMEOUT:g} 秒内必须发 `LOGIN <name> <password>`。"
-            "密码是用户名后第一个空格之后的全部内容（可含空格）；含空格的用户名写在双引号里："
-            '`LOGIN "ann lee" secret`。账号和限流与 API 相同；'
-            f"同一连接登录失败 {LOGIN_ATTEMPTS} 次后断开；角色需要 `{TCP_NEED}` 权限。"
-            f"每次登录是一个会话（设备 `{DEVICE}`），出现在 `GET /user/sessions` 里，撤销它就断开"
-            "连接；连接结束时会话随之撤销。"
+            f"On connect the server sends a greeting; `LOGIN <name> <password>` must follow "
+            f"within {LOGIN_TIMEOUT:g} seconds. The password is everything after the first "
+            "space after the name (it may hold spaces); a name with spaces is written in "
+            'double quotes: `LOGIN "ann lee" secret`. Accounts and throttling are the API\'s; '
+            f"after {LOGIN_ATTEMPTS} failed logins the connection is closed; the roles must "
+            f"grant `{TCP_NEED}`. Every login is a session (device `{DEVICE}`), listed in "
+            "`GET /user/sessions`: revoking it ends the connection, and the connection's end "
+            "revokes it. The server's sentences (after `* ` and `! `) are in the "
+            f"connection's language: Chinese until `LANG {LANGUAGE_CHOICES}` (before LOGIN), "
+            "then the language the account has chosen, if any (it wins over LANG); `/lang` "
+            "switches the connection afterwards. Messages, names, rooms and commands are never "
+            "translated; the lines below are shown in English."
         ),
         "commands": [
-            {"command": "LOGIN <name> <password>", "description": "登录（只在登录前）"},
-            {"command": "/who", "description": "当前房间谁在线"},
+            {"command": "LOGIN <name> <password>", "description": "log in (before login only)"},
+            {
+                "command": f"LANG {LANGUAGE_CHOICES}",
+                "description": "the language of the server's lines (before login only)",
+            },
+            {"command": "/who", "description": "who is online in the current room"},
             {
                 "command": "/join ROOM",
-                "description": "离开当前房间，进入 ROOM（房间名规则同 WebSocket）",
+                "description": "leave the current room for ROOM (room names as on the WebSocket; "
+                "a private room you may not enter is refused with an error line)",
             },
-            {"command": "/help", "description": "列出命令"},
-            {"command": "/quit", "description": "退出"},
             {
-                "command": "（其他行）",
-                "description": f"作为消息发到当前房间（最多 {MAX_TEXT_CHARS} 个字符）；空行忽略",
+                "command": "/rooms",
+                "description": "the rooms you may enter besides any public one: the lobby, your "
+                f"support conversations; for holders of `{SUPPORT_ANSWER}`, `{QUEUE_ROOM}` and "
+                "every open conversation, with where it stands",
+            },
+            {
+                "command": "/support",
+                "description": "talk to support: enter your conversation (opened if you have "
+                f"none); for holders of `{SUPPORT_ANSWER}`, enter the queue, whose "
+                "conversations' changes are shown as notices",
+            },
+            {
+                "command": f"/lang {LANGUAGE_CHOICES}",
+                "description": "the language of the server's lines on this connection",
+            },
+            {"command": "/help", "description": "list the commands"},
+            {"command": "/quit", "description": "leave"},
+            {
+                "command": "(any other line)",
+                "description": f"said in the current room (at most {MAX_TEXT_CHARS} "
+                "characters); blank lines are ignored",
             },
         ],
         "server_lines": [
             {
                 "line": "[room] user: text",
-                "description": "一条消息（别人文本里的控制字符换成空格）",
+                "description": "a message (control characters in others' text become spaces)",
             },
-            {"line": "* ...", "description": "通知：进入、离开、谁在线、历史标题、告别"},
-            {"line": "! ...", "description": "错误：这一行被拒绝或忽略"},
+            {
+                "line": NOTICE + "...",
+                "description": "a notice: joins, leaves, who is online, history, goodbyes",
+            },
+            {"line": ERROR + "...", "description": "an error: that line was refused or ignored"},
         ],
         "fixed_lines": [
-            {"line": GREETING, "description": "连接后的问候"},
-            {"line": LOGIN_HINT, "description": "登录前发了别的内容"},
-            {"line": LOGIN_USAGE, "description": "LOGIN 行格式不对"},
             {
-                "line": f"* hello <name>; you are in {DEFAULT_ROOM}. Try /help",
-                "description": "登录成功，进入默认房间",
+                "line": f"{NOTICE}{GREETING} {language_switch(DEFAULT_LANGUAGE)}",
+                "description": "the greeting on connect",
             },
-            {"line": "* <room>: the last N messages", "description": "进入房间：随后是最近的消息"},
-            {"line": "* <room>: no messages yet", "description": "进入房间：还没有消息"},
             {
-                "line": "* <user> joined <room> / * <user> left <room>",
-                "description": "有人进入或离开",
+                "line": ERROR + str(LOGIN_HINT),
+                "description": "something other than LOGIN came before login",
             },
-            {"line": "* online in <room>: a, b", "description": "谁在线（进入房间后和 /who）"},
-            {"line": HELP, "description": "/help 的回答"},
-            {"line": TOO_LONG, "description": "一行太长，已跳过"},
-            {"line": NOT_UTF8, "description": "不是合法 UTF-8，已跳过"},
-            {"line": SESSION_ENDED, "description": "会话在别处被撤销，连接关闭"},
+            {"line": ERROR + str(LOGIN_USAGE), "description": "a malformed LOGIN line"},
+            {
+                "line": ERROR + str(LANG_USAGE),
+                "description": "a LANG line naming no language offered",
+            },
+            {
+                "line": _notice(f"hello <name>; you are in {DEFAULT_ROOM}. Try /help"),
+                "description": "logged in, in the default room",
+            },
+            {
+                "line": _notice("<room>: the last N messages"),
+                "description": "entering a room: the last messages follow",
+            },
+            {"line": _notice("<room>: no messages yet"), "description": "entering an empty room"},
+            {
+                "line": _notice("<user> joined <room>") + " / " + _notice("<user> left <room>"),
+                "description": "someone came in or left",
+            },
+            {
+                "line": _notice("online in <room>: a, b"),
+                "description": "who is online (after entering a room, and for /who)",
+            },
+            {"line": _notice("language set to English"), "description": "after LANG or /lang"},
+            {"line": _notice(str(HELP)), "description": "the answer to /help"},
+            {"line": ERROR + str(TOO_LONG), "description": "a line too long, skipped"},
+            {"line": ERROR + str(NOT_UTF8), "description": "not valid UTF-8, skipped"},
+            {
+                "line": _notice(str(SESSION_ENDED)),
+                "description": "the session was revoked elsewhere; the connection closes",
+            },
+            {
+                "line": _notice(str(SHUTTING_DOWN)),
+                "description": "the server is stopping; the connection closes",
+            },
         ],
         "limits": [
-            {"name": "行长度", "value": f"{LINE_LIMIT} 字节（不含行尾）"},
-            {"name": "消息长度", "value": f"{MAX_TEXT_CHARS} 个字符"},
+            {"name": "line length", "value": f"{LINE_LIMIT} bytes (without the line ending)"},
+            {"name": "message length", "value": f"{MAX_TEXT_CHARS} characters"},
             {
-                "name": "速率",
-                "value": f"平均每秒 {RATE_PER_SECOND:g} 行，突发 {RATE_BURST} 行；"
-                f"连续 {REFUSALS_BEFORE_CLOSE} 行被拒后断开",
+                "name": "rate",
+                "value": f"{RATE_PER_SECOND:g} lines a second on average, bursts of "
+                f"{RATE_BURST}; after {REFUSALS_BEFORE_CLOSE} refused lines in a row the "
+                "connection is closed",
             },
-            {"name": "空闲", "value": "设置 tcp_idle_seconds 秒没有输入就断开"},
-            {"name": "输出队列", "value": f"{QUEUE_SIZE} 行；客户端不读、队列满了就断开"},
+            {
+                "name": "idle",
+                "value": "closed after the setting tcp_idle_seconds seconds without input",
+            },
+            {
+                "name": "output queue",
+                "value": f"{QUEUE_SIZE} lines; a client that stops reading is disconnected "
+                "when it is full",
+            },
         ],
     }
 

@@ -10,6 +10,12 @@ drops a room when its last local member leaves, and every room when the bus resu
 published while it was away never arrived, so memory may lack some), so memory stays bounded by
 the rooms in use.
 
+Each room also remembers the ids of the last SEEN_LIMIT messages it delivered or loaded, so a
+message that arrives again (published again by its origin once Redis is back, or both filled
+from history after a resubscription and received live) is delivered once: ``remember`` says
+whether a frame is new. The hub keeps a room's memory through a resubscription and fills in what
+was missed (``Hub.fill``).
+
 A message another process has published but not yet stored when a room is loaded is missed
 until the room is next loaded, as a read of the database would have missed it.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,19 +33,26 @@ from repositories.chat import StoredMessage
 from server.realtime.history import ChatHistory
 
 Fields = dict[str, Any]
-"""One message as a history frame lists it: ``{"user", "text", "ts", "id"}``."""
+"""One message as a history frame lists it: ``{"user", "text", "ts", "id"}``, and
+``"staff": true`` for what support staff said."""
 MESSAGE_PREFIX = '{"type":"message",'
 """How an encoded message frame starts (``hub.encode`` puts ``type`` first)."""
+SEEN_LIMIT = 10_000
+"""Message ids each room in memory remembers having delivered, to deliver each once."""
 
 
 def message_fields(message: StoredMessage) -> Fields:
-    """The frame fields of a stored message."""
-    return {
+    """The frame fields of a stored message (``staff`` only when true: what support staff
+    said in a support conversation)."""
+    fields: Fields = {
         "user": message.user,
         "text": message.text,
         "ts": message.created_at.timestamp(),
         "id": message.id,
     }
+    if message.staff:
+        fields["staff"] = True
+    return fields
 
 
 def frame_fields(payload: str) -> Fields | None:
@@ -46,7 +60,10 @@ def frame_fields(payload: str) -> Fields | None:
     if not payload.startswith(MESSAGE_PREFIX):
         return None
     frame = json.loads(payload)
-    return {key: frame[key] for key in ("user", "text", "ts", "id")}
+    fields = {key: frame[key] for key in ("user", "text", "ts", "id")}
+    if frame.get("staff"):
+        fields["staff"] = True
+    return fields
 
 
 @dataclass(eq=False)
@@ -63,6 +80,24 @@ class RoomMessages:
     encoded: str | None = None
     """The hub's ``history`` frame of ``messages``, kept until they change: a burst of joins
     encodes it once."""
+    seen: set[int] = field(default_factory=set)
+    """The ids of the last SEEN_LIMIT messages delivered or loaded."""
+    seen_order: deque[int] = field(default_factory=deque)
+    forgotten: int = 0
+    """The highest id pushed out of ``seen``: whether an older message was delivered is no
+    longer known."""
+
+    def see(self, message_id: int) -> bool:
+        """Note ``message_id`` as delivered; False when it was already."""
+        if message_id in self.seen:
+            return False
+        self.seen.add(message_id)
+        self.seen_order.append(message_id)
+        if len(self.seen_order) > SEEN_LIMIT:
+            oldest = self.seen_order.popleft()
+            self.seen.discard(oldest)
+            self.forgotten = max(self.forgotten, oldest)
+        return True
 
     def add(self, fields: Fields) -> bool:
         """Insert a message in id order; False when it was here already or is older than every
@@ -119,14 +154,24 @@ class RecentMessages:
             await asyncio.shield(entry.loading)
         return entry
 
-    def remember(self, room: str, payload: str) -> None:
-        """Keep a delivered frame of ``room`` if it is a message and the room is in memory
-        (being loaded included); any other frame or room costs a dictionary lookup."""
+    def remember(self, room: str, payload: str) -> bool:
+        """Keep a frame of ``room`` about to be delivered if it is a message and the room is in
+        memory (being loaded included); False when that message was delivered already (drop
+        it). Any other frame or room costs a dictionary lookup."""
         entry = self._rooms.get(room)
         if entry is not None:
             fields = frame_fields(payload)
             if fields is not None:
+                if not entry.see(fields["id"]):
+                    return False
                 entry.add(fields)
+        return True
+
+    def forgotten(self, room: str) -> int:
+        """The highest id ``room`` no longer knows whether it delivered (0: it knows them all,
+        or the room is not in memory)."""
+        entry = self._rooms.get(room)
+        return 0 if entry is None else entry.forgotten
 
     def drop(self, room: str) -> None:
         """Forget ``room`` (its last local member left); a load in progress finishes unused."""
@@ -153,6 +198,7 @@ class RecentMessages:
         # pushed out meanwhile, the entry stays incomplete whatever the read found.
         entry.complete = entry.complete and len(stored) < self.size
         for message in stored:
+            entry.see(message.id)  # joins send it as history: it must not come again
             entry.add(message_fields(message))
 
 

@@ -1,123 +1,222 @@
-"""The chat bus and presence of several processes, shared through Redis.
+"""The chat bus of several processes: one Redis channel (``server/redis_channel.py``), and no
+message lost when Redis restarts.
 
-``RedisBus`` publishes every frame once on one channel that every process subscribes to. The
-publishing process hands its own frames to its hub at once (not through the Redis round trip)
-and skips their echo, so a Redis outage never stops chat between the members of one process.
-The subscriber reconnects with jittered backoff; frames published while it was away are lost
-(clients recover them from history), and every (re)subscription runs the resync callbacks:
-presence writes this process's users back with fresh deadlines, then the hub publishes who is
-online in each of its rooms (joins and leaves of the outage were lost). Commands are tried once
-more when their pooled connection turns out to be dead (``retried``).
+Every frame is published once on one channel that every process subscribes to. The publishing
+process hands its own frames to its hub at once (not through the Redis round trip), so a Redis
+outage never stops chat between the members of one process.
 
-``RedisPresence`` keeps, per room, a hash ``{prefix}:presence:{room}`` mapping each user to the
-processes that hold them, each with a deadline in Redis server time. Lua scripts make "first
-connection anywhere" and "last connection anywhere" atomic, a heartbeat pushes this process's
-deadlines forward, and a process that dies without cleaning up drops out after ``ttl``. This
-process's own counts stay in memory: they answer for tabs, and they are what a resync writes back.
+What the channel carries (JSON objects, each with the ``origin`` of its process):
+
+- ``{"room", "payload"}``: a frame for the room's members in every process;
+- ``{"beat": 1}`` every BEAT seconds: this process is alive (whether or not it is subscribed);
+- ``{"hello": nonce, "after": id}``: the sender has just (re)subscribed and asks every process
+  for its messages after ``id`` that are not stored yet;
+- ``{"to", "reply": nonce, "frames": [[room, payload], ...]}``: the answer to a hello;
+- ``{"bye": 1}``: this process is closing (nobody need wait for its answer any more).
+
+No loss, from both ends:
+
+- **The origin keeps what it could not publish.** A frame Redis refused goes to a backlog (at
+  most BACKLOG_LIMIT frames, the oldest dropped and counted) and is published again, in order
+  and before any newer frame, as soon as Redis takes a publish again (the next beat, or the
+  resubscription). A receiver drops a message whose id it has delivered already (``Hub``).
+- **The receiver fills its gap.** The subscription is confirmed every second (``confirmed_at``:
+  everything published before it has arrived). After a resubscription, frames from the channel
+  are held, the process says hello, and waits (at most FILL_WAIT seconds) for an answer from
+  every process it heard from in the PEER_TIMEOUT seconds before it lost the channel, plus any
+  it hears from meanwhile; it says hello again to a process whose own hello shows it just
+  subscribed. Each answer lists what that process has not stored yet, taken when the hello
+  arrived. Only then does the hub read history (``Fill``): every message of its rooms after the
+  last confirmation (less FILL_MARGIN) is in the database or in an answer. The hub delivers what
+  its members have not had, in id order; then the held frames go out, and live frames resume.
+  A message published after the resubscription arrives live; one published before it either
+  arrived before the channel broke or is in the fill, so no member sees a gap, and per sender
+  (one connection, whose messages go out one after the other from one process) the order holds.
+  docs/architecture.md states the guarantee and its limits.
+
+Every (re)subscription also runs the ``on_resync`` callbacks in order (presence writes this
+process's users back, then the hub publishes who is online in each of its rooms).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
+import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
-from server.realtime.bus import Deliver
+from server.background import cancel_and_wait
+from server.realtime.bus import Deliver, Fill, Frames, Unstored
+from server.realtime.ids import first_id_at
+from server.redis_channel import PUBLISH_ERRORS, Callback, Message, RedisChannel
 
 log = logging.getLogger("mservices.chat")
 
 CHANNEL = "mservices:chat"
 
-Callback = Callable[[], Awaitable[None]]
-"""A coroutine function the bus awaits on every (re)subscription, or on close."""
+BEAT = 1.0
+"""Seconds between this process's beats on the channel."""
+PEER_TIMEOUT = 5.0
+"""A process not heard from for this long before the channel was lost is not waited for."""
+FILL_WAIT = 10.0
+"""The longest a resubscribed process holds live frames while it waits for answers."""
+FILL_MARGIN = 10.0
+"""Seconds before the last confirmation the fill starts from: covers the time between minting
+an id and publishing it (a publish may wait for Redis) and the clocks of the processes."""
+BACKLOG_LIMIT = 10_000
+"""Frames kept for publishing once Redis is back; past it the oldest are dropped."""
+HELLO_RETRY = 0.5
+"""Seconds between attempts to say hello when Redis refuses the publish."""
+CLOSE_TIMEOUT = 1.0
+"""The longest closing waits to say bye."""
 
-T = TypeVar("T")
 
+@dataclass(eq=False)
+class _Gather:
+    """The answers to one hello."""
 
-async def retried(command: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-    """Await ``command(*args, **kwargs)``, and once more when its connection was found dropped.
+    nonce: str
+    after: int
+    expected: set[str]
+    answered: set[str] = field(default_factory=set)
+    frames: Frames = field(default_factory=list)
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
 
-    After Redis restarts or cuts this process off, every pooled connection is dead but looks
-    idle; the first command on each fails (and disconnects it). Trying once more on a fresh
-    connection keeps the first frames and presence updates after an outage from being lost.
-    The client itself is not configured to retry: its pub/sub would then reconnect silently,
-    and the bus (like the invalidation listener) must see every resubscription to resync.
-    """
-    try:
-        return await command(*args, **kwargs)
-    except RedisConnectionError:
-        return await command(*args, **kwargs)
+    def __post_init__(self) -> None:
+        self._check()
+
+    def expect(self, origin: str) -> None:
+        """Wait for ``origin`` too (unless it answered already)."""
+        if origin not in self.answered:
+            self.expected.add(origin)
+            self._check()
+
+    def answer(self, origin: str, frames: Frames) -> None:
+        """Keep the first answer of ``origin``."""
+        if origin not in self.answered:
+            self.answered.add(origin)
+            self.frames.extend(frames)
+            self._check()
+
+    def missing(self) -> set[str]:
+        """The processes waited for that have not answered."""
+        return self.expected - self.answered
+
+    def _check(self) -> None:
+        if self.missing():
+            self.complete.clear()
+        else:
+            self.complete.set()
 
 
 class RedisBus:
-    """The bus of several processes: one Redis pub/sub channel, local frames delivered at once."""
+    """The bus of several processes: one Redis channel, local frames delivered at once, and a
+    fill from history after every resubscription (see the module)."""
 
-    def __init__(self, redis: Redis, *, channel: str = CHANNEL, origin: str | None = None) -> None:
-        self._redis = redis
-        self._channel = channel
-        self.origin = origin or uuid.uuid4().hex  # frames carry it, so their echo is skipped
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        channel: str = CHANNEL,
+        origin: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channel = RedisChannel(redis, channel, label="chat", log=log, origin=origin)
+        self._clock = clock
+        self.origin = self._channel.origin  # frames carry it, so their echo is skipped
+        self.subscribed = self._channel.subscribed
+        """Set while listening, after the resync callbacks (the fill may still be running)."""
+        self.synced = asyncio.Event()
+        """Set once the fill of the current subscription is done and live frames flow."""
         self._subscribers: list[Deliver] = []
-        self._resyncs: list[Callback] = []
         self._closers: list[Callback] = []
-        self._task: asyncio.Task[None] | None = None
-        self._outage: int | None = None  # frames kept local since publishing last failed
-        self.subscribed = asyncio.Event()  # set while listening, after the resync callbacks
-        self.unpublished = 0  # frames that reached this process only: Redis refused them
+        self._fill: Fill | None = None
+        self._unstored: Unstored | None = None
+        self._backlog: deque[Message] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._outage: int | None = None  # frames kept back since publishing last failed
+        self.unpublished = 0
+        """Frames Redis refused when they were sent (kept in the backlog)."""
+        self.dropped = 0
+        """Frames pushed out of a full backlog: they reached this process only."""
+        self._peers: dict[str, float] = {}  # origin -> when (clock) it was last heard from
+        self._floor_wall = time.time()  # everything published before this has arrived
+        self._lost_at = clock()
+        self._held: Frames | None = None  # frames from the channel held during a fill
+        self._gather: _Gather | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._channel.on_resync(self._resubscribed)  # first: before presence and the hub
+        self._channel.on_lost(self._lost)
+        self._channel.on_message(self._receive)
 
     def subscribe(self, deliver: Deliver) -> None:
         """See Bus."""
         self._subscribers.append(deliver)
 
+    def recover_with(self, fill: Fill, unstored: Unstored) -> None:
+        """See Bus: ``fill`` runs after every resubscription, ``unstored`` answers hellos."""
+        self._fill, self._unstored = fill, unstored
+
     def on_resync(self, callback: Callback) -> None:
         """Await ``callback`` each time the subscriber (re)subscribes: anything another process
         should know about this one (its presence) may have been lost meanwhile."""
-        self._resyncs.append(callback)
+        self._channel.on_resync(callback)
 
     def on_close(self, callback: Callback) -> None:
         """Await ``callback`` when the bus closes (a companion such as the presence heartbeat)."""
         self._closers.append(callback)
 
     async def publish(self, room: str, payload: str) -> None:
-        """See Bus. Delivered here before anything else; a Redis failure is logged, not raised."""
+        """See Bus. Delivered here before anything else; what Redis refuses is kept and
+        published once it is back, before any newer frame (never raised)."""
         self._deliver(room, payload)
-        message = json.dumps({"origin": self.origin, "room": room, "payload": payload})
-        try:
-            await retried(self._redis.publish, self._channel, message)
-        except (RedisError, OSError) as error:
-            self.unpublished += 1
-            if self._outage is None:  # once per outage: chat is too busy to log every frame
-                self._outage = 0
-                log.warning("chat frames reach this process only: cannot publish (%s)", error)
-            self._outage += 1
+        body: Message = {"room": room, "payload": payload}
+        if self._backlog:  # behind the frames waiting for Redis, so the order holds
+            self._keep(body, None)
             return
-        if self._outage is not None:
-            log.info("chat frames published again (%d reached this process only)", self._outage)
-            self._outage = None
+        try:
+            await self._channel.publish(body)
+        except PUBLISH_ERRORS as error:
+            self._keep(body, error)
 
     async def start(self) -> None:
-        """See Bus: start the subscriber, which reconnects with backoff until ``close``."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._subscribe_forever())
+        """See Bus: start the subscriber, which reconnects with backoff until ``close``, and
+        the beat."""
+        self._channel.start()
+        if self._beat_task is None:
+            self._beat_task = asyncio.ensure_future(self._beat_forever())
 
     async def close(self) -> None:
-        """See Bus: stop the subscriber, then run the ``on_close`` callbacks."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self.subscribed.clear()
+        """See Bus: stop the subscriber and the beat, say bye, then run the ``on_close``
+        callbacks. Frames still waiting for Redis are given up (and logged)."""
+        subscribed = self.subscribed.is_set()
+        if self._beat_task is not None:
+            await cancel_and_wait(self._beat_task)
+            self._beat_task = None
+        await self._channel.close()  # from now on nothing starts a flusher, fill or answer
+        for task in (self._flusher, self._sync_task, *self._tasks):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._flusher = self._sync_task = None
+        self._tasks.clear()
+        self._held = None
+        self.synced.clear()
+        if subscribed:
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._channel.publish({"bye": 1})
+        if self._backlog:
+            log.warning("%d chat frames never reached the other processes", len(self._backlog))
+            self._backlog.clear()
         closers, self._closers = self._closers, []
         for callback in closers:
             try:
@@ -132,294 +231,186 @@ class RedisBus:
             except Exception:
                 log.exception("a chat bus subscriber failed on a frame for %r", room)
 
-    async def _subscribe_forever(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    await self._resync()
-                    self.subscribed.set()
-                    delay = 0.1
-                    async for message in pubsub.listen():
-                        self._receive(message)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as error:
-                self.subscribed.clear()
-                log.warning("chat channel lost (%s); retrying in %.1fs", error, delay)
-            except Exception:
-                self.subscribed.clear()
-                log.exception("chat subscriber failed; retrying in %.1fs", delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
-            delay = min(delay * 2, 5.0)
+    # -- publishing: the backlog of what Redis refused --------------------------------------
 
-    async def _resync(self) -> None:
-        for callback in self._resyncs:
-            try:
-                await callback()
-            except (RedisError, OSError) as error:  # the heartbeat will try again
-                log.warning("chat resync incomplete: %s", error)
-            except Exception:
-                log.exception("a chat resync callback failed")
+    def _keep(self, body: Message, error: BaseException | None) -> None:
+        """Keep ``body`` for when Redis is back (``error``: why it could not go now)."""
+        self.unpublished += 1
+        if len(self._backlog) >= BACKLOG_LIMIT:
+            self._backlog.popleft()
+            self.dropped += 1
+        self._backlog.append(body)
+        if self._outage is None:  # once per outage: chat is too busy to log every frame
+            self._outage = 0
+            log.warning(
+                "chat frames reach this process only until Redis takes them again: "
+                "cannot publish (%s)",
+                str(error) or type(error).__name__,
+            )
+        self._outage += 1
 
-    def _receive(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
+    def _flush_soon(self) -> None:
+        """Publish the backlog in the background (one flusher at a time)."""
+        if self._backlog and self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
         try:
-            raw = message["data"]
-            data = json.loads(raw if isinstance(raw, str | bytes) else "")
+            while self._backlog:
+                body = self._backlog[0]
+                try:
+                    await self._channel.publish(body)
+                except PUBLISH_ERRORS:
+                    return  # the next beat or resubscription tries again
+                if self._backlog and self._backlog[0] is body:
+                    self._backlog.popleft()
+            log.info(
+                "chat frames published again (%d had reached this process only, %d of them "
+                "lost to a full backlog)",
+                self._outage or 0,
+                self.dropped,
+            )
+            self._outage = None
+        finally:
+            self._flusher = None
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT)
+            try:
+                await self._channel.publish({"beat": 1})
+            except PUBLISH_ERRORS:
+                continue
+            self._flush_soon()
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _receive(self, data: Message) -> None:
+        """A message of another process (raising marks it malformed)."""
+        if "payload" in data or "room" in data:
             room, payload = data["room"], data["payload"]
             if not (isinstance(room, str) and isinstance(payload, str)):
                 raise TypeError("room and payload must be strings")
-        except Exception:  # anything a stranger can publish must not stop the subscriber
-            log.warning("ignoring a malformed chat bus message")
+            if self._held is not None:
+                self._held.append((room, payload))
+            else:
+                self._deliver(room, payload)
             return
-        if data.get("origin") != self.origin:  # our own frames were delivered when published
-            self._deliver(room, payload)
+        origin = data["origin"]
+        if not isinstance(origin, str):
+            raise TypeError("origin must be a string")
+        if "beat" in data:
+            self._heard_from(origin)
+        elif "hello" in data:
+            self._hello_from(origin, data["hello"], data["after"])
+        elif "reply" in data:
+            self._reply_from(origin, data)
+        elif "bye" in data:
+            self._peers.pop(origin, None)
+        else:
+            raise ValueError("not a chat bus message")
 
+    def _heard_from(self, origin: str) -> None:
+        self._peers[origin] = self._clock()
+        gather = self._gather
+        if gather is not None:
+            gather.expect(origin)  # alive: it answers our hello, or says its own when back
 
-# Shared by the presence scripts. Times are Redis server time in ms, so the clocks of the
-# processes never matter. An entry is a JSON object {process id: deadline}.
-_PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The live processes of an entry, leaving out `skip`; and whether there are any.
-local function live(raw, skip)
-  local entry, any = {}, false
-  if raw then
-    local ok, decoded = pcall(cjson.decode, raw)
-    if ok and type(decoded) == 'table' then
-      for process, deadline in pairs(decoded) do
-        if process ~= skip and type(deadline) == 'number' and deadline > now then
-          entry[process] = deadline
-          any = true
-        end
-      end
-    end
-  end
-  return entry, any
-end
-"""
+    def _hello_from(self, origin: str, nonce: object, after: object) -> None:
+        """Answer with what this process has not stored yet, as of now; and if we are filling
+        and have no answer from it, say hello again: it may have subscribed after ours."""
+        if not (isinstance(nonce, str) and isinstance(after, int)):
+            raise TypeError("a hello has a string nonce and an integer id")
+        self._heard_from(origin)
+        frames = self._unstored(after) if self._unstored is not None else []
+        self._spawn(self._publish_quietly({"to": origin, "reply": nonce, "frames": frames}))
+        gather = self._gather
+        if gather is not None and origin in gather.missing():
+            self._spawn(self._publish_quietly({"hello": gather.nonce, "after": gather.after}))
 
-# KEYS[1] room hash; ARGV process, ttl ms, users... Registers (or refreshes) the process for
-# every user; returns how many of them no other process held (for one user: 1 = first).
-_REGISTER = (
-    _PRELUDE
-    + """
-local ttl = tonumber(ARGV[2])
-local first = 0
-for i = 3, #ARGV do
-  local entry, others = live(redis.call('HGET', KEYS[1], ARGV[i]), ARGV[1])
-  if not others then first = first + 1 end
-  entry[ARGV[1]] = now + ttl
-  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-end
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return first
-"""
-)
+    def _reply_from(self, origin: str, data: Message) -> None:
+        self._heard_from(origin)
+        gather = self._gather
+        if gather is None or data["to"] != self.origin or data["reply"] != gather.nonce:
+            return
+        frames: Frames = []
+        for room, payload in data["frames"]:
+            if not (isinstance(room, str) and isinstance(payload, str)):
+                raise TypeError("room and payload must be strings")
+            frames.append((room, payload))
+        gather.answer(origin, frames)
 
-# KEYS[1] room hash; ARGV process, users... Unregisters the process for every user; returns
-# how many of them no other process holds (for one user: 1 = last).
-_UNREGISTER = (
-    _PRELUDE
-    + """
-local last = 0
-for i = 2, #ARGV do
-  local entry, others = live(redis.call('HGET', KEYS[1], ARGV[i]), ARGV[1])
-  if others then
-    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-  else
-    redis.call('HDEL', KEYS[1], ARGV[i])
-    last = last + 1
-  end
-end
-return last
-"""
-)
+    # -- resubscribing: the fill --------------------------------------------------------------
 
-# KEYS[1] room hash. The users some live process holds; the others are deleted on the way.
-_ONLINE = (
-    _PRELUDE
-    + """
-local flat = redis.call('HGETALL', KEYS[1])
-local users = {}
-for i = 1, #flat, 2 do
-  local _, any = live(flat[i + 1], nil)
-  if any then users[#users + 1] = flat[i] else redis.call('HDEL', KEYS[1], flat[i]) end
-end
-return users
-"""
-)
+    async def _resubscribed(self) -> None:
+        """The first resync callback: hold frames from the channel, publish the backlog, and
+        start the fill (which needs the channel read, so it runs beside the subscriber)."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        self._held = []
+        self._flush_soon()
+        expected = {
+            origin for origin, heard in self._peers.items() if heard >= self._lost_at - PEER_TIMEOUT
+        }
+        self._sync_task = asyncio.ensure_future(self._sync(self._floor_wall, expected))
 
-CLOSE_TIMEOUT = 2.0
+    def _lost(self) -> None:
+        """The channel broke: from the last confirmation on, frames may be missing."""
+        if self.synced.is_set():
+            self._floor_wall = self._channel.confirmed_at
+            self._lost_at = self._clock()
+        self.synced.clear()
+        self._held = None
+        if self._sync_task is not None:
+            self._sync_task.cancel()  # the next resubscription fills from the same point
+            self._sync_task = None
 
-
-@dataclass(slots=True)
-class _Turn:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    holders: int = 0
-
-
-class RedisPresence:
-    """Presence across processes: the local counts of this one, the users of all in Redis."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        *,
-        prefix: str = "mservices",
-        process_id: str | None = None,
-        ttl: float = 30.0,
-    ) -> None:
-        if ttl <= 0:
-            raise ValueError("ttl must be positive")
-        self._redis = redis
-        self._prefix = prefix
-        self.process_id = process_id or uuid.uuid4().hex
-        self.ttl = ttl
-        self._ttl_ms = max(1, round(ttl * 1000))
-        self._rooms: dict[str, Counter[str]] = {}
-        self._turns: dict[tuple[str, str], _Turn] = {}
-        self._unregistered: set[tuple[str, str]] = set()
-        self._register = redis.register_script(_REGISTER)
-        self._unregister = redis.register_script(_UNREGISTER)
-        self._online = redis.register_script(_ONLINE)
-        self._task: asyncio.Task[None] | None = None
-
-    def key(self, room: str) -> str:
-        """The Redis hash of ``room``."""
-        return f"{self._prefix}:presence:{room}"
-
-    async def join(self, room: str, user: str) -> bool:
-        """See Presence. Without Redis, the answer comes from this process's counts alone."""
-        async with self._turn(room, user):
-            counts = self._rooms.setdefault(room, Counter())
-            counts[user] += 1
-            if counts[user] > 1:
-                return False
-            self._unregistered.discard((room, user))
+    async def _sync(self, floor_wall: float, expected: set[str]) -> None:
+        after = first_id_at(int((floor_wall - FILL_MARGIN) * 1000))
+        gather = _Gather(uuid.uuid4().hex, after, expected)
+        self._gather = gather
+        try:
             try:
-                first = await retried(
-                    self._register,
-                    keys=[self.key(room)],
-                    args=[self.process_id, self._ttl_ms, user],
+                async with asyncio.timeout(FILL_WAIT):
+                    await self._say_hello(gather)
+                    await gather.complete.wait()
+            except TimeoutError:
+                log.warning(
+                    "chat fill: %d process(es) did not answer within %.0fs; their messages "
+                    "not stored yet may come late or not at all",
+                    len(gather.missing()),
+                    FILL_WAIT,
                 )
-            except (RedisError, OSError) as error:
-                log.warning("presence of %r in %r not in Redis yet (%s)", user, room, error)
-                return True
-            return bool(first)
-
-    async def leave(self, room: str, user: str) -> bool:
-        """See Presence. Without Redis, the answer comes from this process's counts alone."""
-        async with self._turn(room, user):
-            counts = self._rooms.get(room)
-            if counts is None or counts[user] <= 0:
-                return False
-            counts[user] -= 1
-            if counts[user]:
-                return False
-            del counts[user]
-            if not counts:
-                del self._rooms[room]
-            try:
-                last = await retried(
-                    self._unregister, keys=[self.key(room)], args=[self.process_id, user]
-                )
-            except (RedisError, OSError) as error:
-                self._unregistered.add((room, user))  # the next resync takes it out
-                log.warning("departure of %r from %r not in Redis yet (%s)", user, room, error)
-                return True
-            return bool(last)
-
-    async def online(self, room: str) -> list[str]:
-        """See Presence: every process's users (this process's alone when Redis is away)."""
-        local = set(self._rooms.get(room, ()))
-        try:
-            users = await retried(self._online, keys=[self.key(room)])
-        except (RedisError, OSError) as error:
-            log.warning("presence of %r from this process only (%s)", room, error)
-            return sorted(local)
-        return sorted(local.union(_text(user) for user in users))
-
-    async def resync(self) -> None:
-        """Write this process's users back to Redis with fresh deadlines and take out those whose
-        departure did not reach it: the heartbeat, and what the bus calls on resubscribing.
-        Raises ``RedisError``/``OSError`` when Redis is away."""
-        for room, counts in list(self._rooms.items()):
-            users = list(counts)
-            if not users:
-                continue
-            await retried(
-                self._register, keys=[self.key(room)], args=[self.process_id, self._ttl_ms, *users]
-            )
-            # A departure that reached Redis while the refresh was on its way was undone by it.
-            left = {(room, user) for user in users if not self._count(room, user)}
-            self._unregistered.update(left)
-        for room, user in list(self._unregistered):
-            async with self._turn(room, user):
-                if (room, user) not in self._unregistered:
-                    continue
-                if not self._count(room, user):
-                    await retried(
-                        self._unregister, keys=[self.key(room)], args=[self.process_id, user]
-                    )
-                self._unregistered.discard((room, user))
-
-    async def start(self) -> None:
-        """Start the heartbeat, which refreshes this process's entries every ``ttl / 3``."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._heartbeat_forever())
-
-    async def close(self) -> None:
-        """Stop the heartbeat and remove this process's entries (best effort, bounded); later
-        leaves announce nothing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        rooms, self._rooms = self._rooms, {}
-        self._unregistered.clear()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                for room, counts in rooms.items():
-                    await self._unregister(keys=[self.key(room)], args=[self.process_id, *counts])
-        except (RedisError, OSError, TimeoutError) as error:
-            log.warning("this process's presence stays in Redis until it expires (%s)", error)
-
-    def _count(self, room: str, user: str) -> int:
-        counts = self._rooms.get(room)
-        return counts[user] if counts is not None else 0
-
-    @contextlib.asynccontextmanager
-    async def _turn(self, room: str, user: str) -> AsyncIterator[None]:
-        """One Redis update at a time per (room, user) in this process, so they reach Redis in
-        the order the local count changed (a quick leave and rejoin must not end up reversed)."""
-        key = (room, user)
-        turn = self._turns.get(key)
-        if turn is None:
-            turn = self._turns[key] = _Turn()
-        turn.holders += 1
-        try:
-            async with turn.lock:
-                yield
+            if self._fill is not None:
+                try:
+                    await self._fill(after, gather.frames)
+                except Exception:
+                    log.exception("chat fill failed: messages of the outage may be missing")
         finally:
-            turn.holders -= 1
-            if not turn.holders:
-                del self._turns[key]
+            if self._gather is gather:
+                self._gather = None
+        held, self._held = self._held or [], None
+        self._sync_task = None
+        for room, payload in held:
+            self._deliver(room, payload)
+        self.synced.set()
 
-    async def _heartbeat_forever(self) -> None:
+    async def _say_hello(self, gather: _Gather) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
             try:
-                await self.resync()
-            except (RedisError, OSError) as error:
-                log.warning("presence heartbeat missed (%s)", error)
-            except Exception:
-                log.exception("presence heartbeat failed")
+                await self._channel.publish({"hello": gather.nonce, "after": gather.after})
+                return
+            except PUBLISH_ERRORS as error:
+                log.warning("chat fill: cannot say hello (%s); trying again", error)
+            await asyncio.sleep(HELLO_RETRY)
 
+    async def _publish_quietly(self, body: Message) -> None:
+        try:
+            await self._channel.publish(body)
+        except PUBLISH_ERRORS as error:
+            log.warning("chat bus: could not answer another process (%s)", error)
 
-def _text(value: bytes | str) -> str:
-    return value if isinstance(value, str) else value.decode()
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

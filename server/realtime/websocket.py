@@ -9,11 +9,28 @@ SEND_BUFFER_BYTES; a frame that would pass it closes the slow client with 4008. 
 and closes go through the same stream, so they keep their order. Compression is never
 negotiated (every member gets the same bytes).
 
-Frames from the client are ``{"type": "message", "text": ...}`` or plain text (what the seed's
-page sends). Limits per connection: MAX_FRAME_BYTES per frame (Tornado closes with 1009), and
-those shared with the TCP chat (``limits.py``): MAX_TEXT_CHARS per message, and a token bucket
-of RATE_PER_SECOND with a burst of RATE_BURST (an error frame per refused message, close 1008
-after REFUSALS_BEFORE_CLOSE in a row).
+Two wire formats share rooms, history, presence and limits, chosen at the handshake by the
+``Sec-WebSocket-Protocol`` the client offers: ``mservices.chat.v1`` (CHAT_SUBPROTOCOL, what
+mservices' own page negotiates) gets JSON frames, and its client frames are
+``{"type": "message", "text": ...}`` or plain text; a client that offers none (the seed's page,
+``new WebSocket(url)``) gets the seed's plain-text lines (``plain.py``: ``NAME 说: TEXT``, no
+presence) and every text frame it sends is the message itself.
+
+Limits per connection: MAX_FRAME_BYTES per frame (Tornado closes with 1009), and those shared
+with the TCP chat (``limits.py``): MAX_TEXT_CHARS per message, and a token bucket of
+RATE_PER_SECOND with a burst of RATE_BURST (an error frame per refused message, or line in
+plain text; close 1008 after REFUSALS_BEFORE_CLOSE in a row).
+
+The ``text`` of an error frame is a sentence for the person at the page, in the language of the
+handshake (the account's choice, else the ``mservices_lang`` cookie, else ``Accept-Language``,
+else Chinese), resolved once in ``prepare``; its ``code`` is stable. Close reasons are stable
+English tokens for programs (the page explains a close by its code, in its own language).
+
+Private rooms (``rooms.py``: a support conversation ``support-<id>``, the agents' queue
+``support-queue``) are checked in ``prepare`` on every handshake, a join or a resume with
+``last_id`` alike: a room the user may not enter (or that does not exist) is refused with 403.
+What is said there goes through the room policy (a conversation stores it with its change first,
+refusing it once closed: an error frame ``closed``; the queue is read-only: ``read_only``).
 
 Every open chat and ticker socket of a process is kept in ``open_sockets(services)`` so the
 runtime can close them all with 1001 on SIGTERM; chat sockets are also kept by session in
@@ -33,11 +50,20 @@ import weakref
 from collections.abc import Iterable, Iterator
 
 from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.locale import Locale
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
-from server.handlers.base import MAX_JSON_DEPTH, SESSION_COOKIE, json_depth_exceeds
+from schemas.text import Text
+from server.handlers.base import (
+    LANGUAGE_COOKIE,
+    MAX_JSON_DEPTH,
+    SESSION_COOKIE,
+    json_depth_exceeds,
+)
+from server.i18n import DEFAULT_LANGUAGE, locale_for, negotiate, supported
 from server.logins import Login, TokenExpired
+from server.logs import bind_request, bind_user, request_id_from
 from server.permissions import Requirement
 from server.realtime.frames import FrameOnce, text_frame
 from server.realtime.hub import DEFAULT_ROOM, Hub, encode
@@ -50,6 +76,8 @@ from server.realtime.limits import (
     TokenBucket,
 )
 from server.realtime.pings import PING_INTERVAL as PING_INTERVAL
+from server.realtime.plain import PlainFrames, plain_frames
+from server.realtime.rooms import Admission, RoomRefused
 from server.realtime.sessions import ClosableSocket
 from server.services import Services
 from server.settings import Settings
@@ -67,6 +95,10 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SLOW_CONSUMER = 4008
 
 LAST_ID_PATTERN = re.compile(r"^[0-9]{1,19}$")
+CHAT_SUBPROTOCOL = "mservices.chat.v1"
+"""The subprotocol of the JSON frames; a client that offers none gets plain text."""
+FRAME_SHAPE = '{"type": "message", "text": "..."}'
+"""The JSON object a client frame may be (named in the ``bad_frame`` error's text)."""
 
 
 # -- the registry of open sockets (closed with 1001 at shutdown) ------------------------------
@@ -165,6 +197,18 @@ async def session_login(handler: RequestHandler, services: Services) -> Login | 
         return None
 
 
+def handshake_language(handler: RequestHandler, account_language: str | None) -> str:
+    """The language of the person behind a handshake (``BaseHandler.language``'s order): the
+    account's choice, else the browser's (the ``mservices_lang`` cookie), else its
+    ``Accept-Language``, else Chinese."""
+    return (
+        supported(account_language)
+        or supported(handler.get_cookie(LANGUAGE_COOKIE))
+        or negotiate(handler.request.headers.get("Accept-Language"))
+        or DEFAULT_LANGUAGE
+    )
+
+
 def handshake_abandoned(handler: WebSocketHandler) -> bool:
     """True in ``open`` when the connection is already gone or closing: the client left while
     ``prepare`` was awaiting, and Tornado has run ``on_close`` already."""
@@ -189,48 +233,60 @@ def site_origin_allowed(handler: RequestHandler, settings: Settings, origin: str
 
 
 class FrameError(Exception):
-    """A client frame that is not a message this socket accepts."""
+    """A client frame that is not a message this socket accepts: a stable ``code`` and a
+    ``text`` translated for the sender when the error frame is written."""
 
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
+    def __init__(self, code: str, text: Text) -> None:
+        super().__init__(str(text))
         self.code = code
         self.text = text
 
 
-def message_text(message: str | bytes) -> str:
-    """The text of a client frame: ``{"type": "message", "text": ...}`` or plain text.
+def message_text(message: str | bytes, *, plain: bool = False) -> str:
+    """The text of a client frame: ``{"type": "message", "text": ...}`` or plain text; with
+    ``plain`` (the seed's format) every text frame is the message, braces and all.
 
     Refused (``FrameError``): binary frames and other JSON objects (``bad_frame``), blank text
     (``empty``), text over MAX_TEXT_CHARS (``too_long``), text that cannot be UTF-8 (``bad_text``).
     """
     if isinstance(message, bytes):
-        raise FrameError("bad_frame", "send text frames, not binary ones")
+        raise FrameError("bad_frame", Text("send text frames, not binary ones"))
     text = message
-    if message.lstrip().startswith("{"):
+    if not plain and message.lstrip().startswith("{"):
         if json_depth_exceeds(message, MAX_JSON_DEPTH):  # json.loads would recurse that deep
-            raise FrameError("bad_frame", f"a frame nests at most {MAX_JSON_DEPTH} levels")
+            raise FrameError(
+                "bad_frame", Text("a frame nests at most {limit} levels", limit=MAX_JSON_DEPTH)
+            )
         try:
             data = json.loads(message)
         except ValueError:
             data = None  # not JSON after all: plain text that starts with a brace
         if isinstance(data, dict):
             if data.get("type") != "message" or not isinstance(data.get("text"), str):
-                raise FrameError("bad_frame", 'expected {"type": "message", "text": "..."}')
+                raise FrameError(
+                    "bad_frame", Text("a JSON frame must be {frame}", frame=FRAME_SHAPE)
+                )
             text = data["text"]
     if not text.strip():
-        raise FrameError("empty", "the message is empty")
+        raise FrameError("empty", Text("the message is empty"))
     if len(text) > MAX_TEXT_CHARS:
-        raise FrameError("too_long", f"a message holds at most {MAX_TEXT_CHARS} characters")
+        raise FrameError(
+            "too_long", Text("a message holds at most {limit} characters", limit=MAX_TEXT_CHARS)
+        )
     try:
         # JSON may escape a lone surrogate (\ud800), which no UTF-8 frame or column can hold.
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise FrameError("bad_text", "the text is not valid Unicode (a lone surrogate)") from None
+        raise FrameError(
+            "bad_text", Text("the text is not valid Unicode (a lone surrogate)")
+        ) from None
     return text
 
 
 frame_once = FrameOnce()
 """The frame of the broadcast being handed out (the hub sends one string to a room in a row)."""
+plain_once = PlainFrames()
+"""The same for the plain-text members: the broadcast's lines, once per language."""
 
 
 # -- the chat socket --------------------------------------------------------------------------
@@ -252,8 +308,15 @@ class ChatSocketHandler(WebSocketHandler):
     token_hash: str = ""
     """Set by ``prepare``; empty while a handshake is still authenticating (the client may
     drop then: Tornado runs ``on_close`` before ``prepare`` has finished)."""
+    reader_locale: Locale | None = None
+    """The sender's language for error frames; ``prepare`` sets it once the login is known."""
     room: str = DEFAULT_ROOM
     last_id: int | None = None
+    admission: Admission | None = None
+    """Set by ``prepare`` for a private room (a support thread or queue): who entered it, as
+    whom; None in a public room."""
+    plain: bool = True
+    """The seed's plain-text format, unless the handshake negotiated CHAT_SUBPROTOCOL."""
     _bucket: TokenBucket | None = None
     _refusals: int = 0
     _joined: bool = False
@@ -272,15 +335,23 @@ class ChatSocketHandler(WebSocketHandler):
         return self.services.hub
 
     async def prepare(self) -> None:
-        """Authenticate with the session cookie (401), check the route's permission (403) and
-        read the room and resume point (400)."""
+        """Authenticate with the session cookie (401), check the route's permission (403),
+        read the room and resume point (400) and check that the user may enter the room (403:
+        a private room is refused on every join and resume, ``rooms.py``)."""
+        # Tornado runs open, every on_message and the close in this handshake's task: bound
+        # here, the request id and user id are on every line the socket's messages write.
+        self.request_id = request_id_from(self.request.headers.get("X-Request-Id"))
+        bind_request(self.request_id)
         login = await session_login(self, self.services)
         if login is None:
             raise HTTPError(401, reason="Unauthorized")
+        bind_user(login.principal.user_id)
         if not await self.services.menus.permits(login.principal, self.need.for_method("GET")):
             raise HTTPError(403, reason="Permission required")
         self.token_hash = login.token_hash
         self.user = login.principal.name
+        # Resolved now, while the cookies are at hand: one shared Locale per language.
+        self.reader_locale = locale_for(handshake_language(self, login.principal.language))
         # The request lives as long as the socket: let go of its parsed cookies (about 1.2 KB;
         # Tornado parses them again if anyone asks).
         self.request.__dict__.pop("_cookies", None)
@@ -294,10 +365,26 @@ class ChatSocketHandler(WebSocketHandler):
             if not LAST_ID_PATTERN.match(last_id):
                 raise HTTPError(400, reason="Invalid last_id")
             self.last_id = int(last_id)
+        try:
+            self.admission = await self.services.rooms.admit(login.principal, room)
+        except RoomRefused:
+            raise HTTPError(403, reason="Room not permitted") from None
 
     def check_origin(self, origin: str) -> bool:
         """The site's own origin and ``settings.ws_origins``; Tornado answers 403 otherwise."""
         return site_origin_allowed(self, self.services.settings, origin)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """CHAT_SUBPROTOCOL (JSON frames) when the client offers it; otherwise none, and the
+        socket speaks the seed's plain text."""
+        if CHAT_SUBPROTOCOL in subprotocols:
+            self.plain = False
+            return CHAT_SUBPROTOCOL
+        return None
+
+    def get_user_locale(self) -> Locale:
+        """The sender's language (``handshake_language``), as ``prepare`` resolved it."""
+        return self.reader_locale or locale_for(DEFAULT_LANGUAGE)
 
     def get_compression_options(self) -> None:
         """Never compress: every member of a room is written the same frame bytes."""
@@ -336,9 +423,11 @@ class ChatSocketHandler(WebSocketHandler):
         self.set_nodelay(True)
         try:
             await self.hub.join(self, self.room, last_id=self.last_id)
+            if self.admission is not None:  # a thread's state, whether an agent is online
+                await self.services.rooms.welcome(self, self.admission)
         except Exception:
             log.exception("joining %s failed for %s", self.room, self.user)
-            self._refuse("unavailable", "the chat is unavailable; try again later")
+            self._refuse("unavailable", Text("the chat is unavailable; try again later"))
             self._close(CLOSE_INTERNAL_ERROR, "chat unavailable")
         # From here on closing leaves the room (a failed join is undone the same way).
         self._joined = True
@@ -348,8 +437,12 @@ class ChatSocketHandler(WebSocketHandler):
     def send(self, payload: str) -> None:
         """Write an encoded frame now (hub ``Member``); past SEND_BUFFER_BYTES unsent, close
         the socket with 4008."""
-        if not self._closing:
+        if self._closing:
+            return
+        if not self.plain:
             self._write(frame_once(payload))
+        elif frames := plain_once(payload, self.get_user_locale()):
+            self._write(frames)
 
     async def on_message(self, message: str | bytes) -> None:
         """Publish a message to the room, or answer an error frame."""
@@ -362,19 +455,29 @@ class ChatSocketHandler(WebSocketHandler):
             if self._refusals >= REFUSALS_BEFORE_CLOSE:
                 self._close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")
             else:
+                rate = f"{self.rate_per_second:g}"
                 self._refuse(
                     "rate_limited",
-                    f"at most {self.rate_per_second:g} messages a second "
-                    f"(bursts of {self.rate_burst})",
+                    Text(
+                        "at most {rate} messages a second (bursts of {burst})",
+                        rate=rate,
+                        burst=self.rate_burst,
+                    ),
                 )
             return
         self._refusals = 0
         try:
-            text = message_text(message)
+            text = message_text(message, plain=self.plain)
         except FrameError as error:
             self._refuse(error.code, error.text)
             return
-        await self.hub.say(self.user, self.room, text)
+        if self.admission is None:
+            await self.hub.say(self.user, self.room, text)
+            return
+        try:  # a support thread stores the message with the thread's change first
+            await self.services.rooms.say(self.admission, self.user, text)
+        except RoomRefused as refused:
+            self._refuse(refused.code, refused.text)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Start the closing handshake and leave the room now: a socket the server closes (an
@@ -399,11 +502,17 @@ class ChatSocketHandler(WebSocketHandler):
             self._left = True
             self.services.spawn(self.hub.leave(self, self.room))
 
-    def _refuse(self, code: str, text: str) -> None:
-        """Write an error frame (its own frame: the broadcast memo is left alone)."""
+    def _refuse(self, code: str, text: Text) -> None:
+        """Write an error frame (a line, in plain text), its text in the sender's language
+        (its own frame: the broadcast memos are left alone)."""
         if not self._closing:
-            payload = encode("error", self.room, code=code, text=text, ts=time.time())
-            self._write(text_frame(payload.encode("utf-8")))
+            locale = self.get_user_locale()
+            said = text.translate(locale.translate)
+            payload = encode("error", self.room, code=code, text=said, ts=time.time())
+            if self.plain:
+                self._write(plain_frames(payload, locale))
+            else:
+                self._write(text_frame(payload.encode("utf-8")))
 
     def _close(self, code: int, reason: str) -> None:
         """Close after what was written before (the same stream keeps the order)."""

@@ -2,6 +2,8 @@
 // server says the session ended (4001), the client broke the rules (1008) or the handshake is
 // refused because the session is gone: then the page stops and says why.
 // Text reaches the page only through textContent, never innerHTML: a message is data, not markup.
+// The page's own sentences go through _() (i18n.js) in the page's language; the server's error
+// frames arrive already in the reader's language.
 (function () {
   "use strict";
 
@@ -23,6 +25,7 @@
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 15000;
 
+  var SUBPROTOCOL = "mservices.chat.v1";
   var CLOSE_SESSION_ENDED = 4001;
   var CLOSE_POLICY = 1008;
 
@@ -74,7 +77,10 @@
 
   function clock(ts) {
     var when = new Date(ts * 1000);
-    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return when.toLocaleTimeString(document.documentElement.lang || [], {
+      hour: "2-digit",
+      minute: "2-digit",
+    });
   }
 
   function nearBottom() {
@@ -137,6 +143,14 @@
     text.textContent = message.text;
     item.appendChild(time);
     item.appendChild(who);
+    if (message.staff === true) {
+      // Said by support staff in a support conversation (客服).
+      item.className += " staff";
+      var badge = document.createElement("span");
+      badge.className = "chat-badge";
+      badge.textContent = _("Staff");
+      item.appendChild(badge);
+    }
     item.appendChild(text);
     place(item, id);
   }
@@ -164,9 +178,9 @@
       case "history":
         frame.messages.forEach(addMessage);
         if (!frame.recovered) {
-          notice("断线太久，部分消息未能恢复", "warn");
+          notice(_("Disconnected for too long: some messages could not be recovered"), "warn");
         } else if (attempt > 0) {
-          notice("已重新连接", null);
+          notice(_("Reconnected"), null);
         }
         attempt = 0;
         break;
@@ -178,20 +192,23 @@
           setUsers(users.concat([frame.user]));
         }
         if (frame.user !== me) {
-          notice(frame.user + " 进入聊天室", null);
+          notice(_("{user} joined the chat room", { user: frame.user }), null);
         }
         break;
       case "leave":
         setUsers(users.filter(function (user) { return user !== frame.user; }));
-        notice(frame.user + " 离开聊天室", null);
+        notice(_("{user} left the chat room", { user: frame.user }), null);
         break;
       case "message":
         addMessage(frame);
         break;
       case "error":
-        notice(frame.text || "出错了", "error");
+        notice(frame.text || _("Something went wrong"), "error");
         break;
       default:
+        // Frames of a private room (a support conversation's "thread" and "agents") are for
+        // the page's own script (support.js).
+        root.dispatchEvent(new CustomEvent("chat:frame", { detail: frame }));
         break;
     }
   }
@@ -207,13 +224,14 @@
 
   function connect() {
     timer = null;
-    setStatus("connecting", attempt > 0 ? "重新连接中…" : "连接中…");
-    var ws = new WebSocket(socketUrl());
+    setStatus("connecting", attempt > 0 ? _("Reconnecting…") : _("Connecting…"));
+    // JSON frames: without this subprotocol the server speaks the seed's plain-text lines.
+    var ws = new WebSocket(socketUrl(), [SUBPROTOCOL]);
     socket = ws;
     var opened = false;
     ws.onopen = function () {
       opened = true;
-      setStatus("open", "已连接");
+      setStatus("open", _("Connected"));
     };
     ws.onmessage = function (event) {
       if (ws !== socket || typeof event.data !== "string") {
@@ -222,7 +240,7 @@
       try {
         handle(parseFrame(event.data));
       } catch (error) {
-        notice("收到无法识别的消息", "error");
+        notice(_("Received a message that could not be read"), "error");
       }
     };
     ws.onclose = function (event) {
@@ -233,7 +251,7 @@
       if (event.code === CLOSE_SESSION_ENDED) {
         sessionEnded();
       } else if (event.code === CLOSE_POLICY) {
-        stop("发送太快，连接已被关闭；刷新页面可重新连接");
+        stop(_("Sending too fast closed the connection; reload the page to reconnect"));
       } else if (!opened) {
         // A refused handshake (401, 403) reaches the page only as 1006 before open: ask once
         // whether the session is still there before trying again.
@@ -271,18 +289,18 @@
     var link = document.createElement("a");
     link.className = "chat-login";
     link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
-    link.textContent = "重新登录";
-    stop("会话已结束，请重新登录", link);
+    link.textContent = _("Log in again");
+    stop(_("Your session has ended; please log in again"), link);
   }
 
   function checkSession() {
-    setStatus("closed", "连接失败，正在检查登录状态…");
+    setStatus("closed", _("Could not connect; checking whether you are still logged in…"));
     fetch("/user/me", { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === 401) {
           sessionEnded();
         } else if (response.status === 403) {
-          stop("没有使用聊天室的权限");
+          stop(_("You do not have permission to use the chat room"));
         } else {
           reconnectLater();
         }
@@ -300,7 +318,8 @@
     attempt += 1;
     var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempt - 1));
     var delay = ceiling / 2 + Math.random() * (ceiling / 2);
-    setStatus("closed", "连接已断开，" + Math.ceil(delay / 1000) + " 秒后重连");
+    var seconds = Math.ceil(delay / 1000);
+    setStatus("closed", _("Disconnected; reconnecting in {seconds} s", { seconds: seconds }));
     timer = window.setTimeout(connect, delay);
   }
 
@@ -317,11 +336,12 @@
       return;
     }
     if (text.length > maxChars) {
-      notice("消息太长（最多 " + maxChars + " 字）", "error");
+      notice(_("The message is too long (at most {count} characters)", { count: maxChars }),
+        "error");
       return;
     }
     if (socket === null || socket.readyState !== WebSocket.OPEN) {
-      notice("尚未连接，消息没有发出", "error");
+      notice(_("Not connected yet: the message was not sent"), "error");
       return;
     }
     socket.send(JSON.stringify({ type: "message", text: text }));

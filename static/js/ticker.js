@@ -1,4 +1,5 @@
-// The ticker page: shows each frame of the /ticker WebSocket as a line of text (textContent only).
+// The ticker page: shows each frame of the /ticker WebSocket as a line of text (textContent only),
+// as the seed sends it; only the page's status line is in the page's language.
 (function () {
   "use strict";
 
@@ -18,11 +19,11 @@
   function run() {
     lines.replaceChildren();
     again.hidden = true;
-    setStatus("connecting", "连接中…");
+    setStatus("connecting", _("Connecting…"));
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(scheme + location.host + (root.dataset.path || "/ticker"));
     socket.onopen = function () {
-      setStatus("open", "已连接");
+      setStatus("open", _("Connected"));
     };
     socket.onmessage = function (event) {
       var item = document.createElement("li");
@@ -30,7 +31,7 @@
       lines.appendChild(item);
     };
     socket.onclose = function (event) {
-      setStatus("closed", event.code === 1000 ? "已结束" : "连接已断开");
+      setStatus("closed", event.code === 1000 ? _("Finished") : _("Disconnected"));
       again.hidden = false;
     };
   }

@@ -1,8 +1,10 @@
 """Browser tier: Debian's Chromium driven by Playwright (async API, on the test's event loop).
 
-The seed's §4.3 pages (``seed_pages/*.html``, verbatim) are served from a second origin, a tiny
-Tornado app on another port, with only the API URL replaced by the live test server's, so every
-click in them is a real cross-origin request the browser checks against the API's CORS headers.
+The seed's pages (``seed_pages/*.html``, verbatim: §4.3's ``fetch.html`` and ``xhr.html``, §9.2's
+chat page ``robbit.html``) are served from a second origin, a tiny Tornado app on another port,
+with only the one URL each calls (the API's ``/user``, the chat's ``/message``) replaced by the
+live test server's, so every click in them is a real cross-origin request the browser checks
+against the API's CORS headers, and the chat page's WebSocket a cross-origin handshake.
 
 Without ``/usr/bin/chromium`` or the ``playwright`` package the tier is skipped with the reason;
 with ``MSERVICES_TEST_REQUIRE_SERVICES=1`` it fails instead. Browsers are never downloaded
@@ -42,7 +44,11 @@ CHROMIUM_ARGS = [
 ]
 SEED_PAGES = Path(__file__).resolve().parent / "seed_pages"
 SEED_API_URL = "http://localhost:8000/user"
-"""The API URL hard-coded in the seed's pages."""
+"""The API URL hard-coded in the seed's §4.3 pages."""
+SEED_WS_URL = "ws://localhost:8000/message"
+"""The chat WebSocket URL hard-coded in the seed's §9.2 page."""
+SEED_URLS = {"fetch.html": SEED_API_URL, "robbit.html": SEED_WS_URL, "xhr.html": SEED_API_URL}
+"""Each seed page and the one URL in it that is replaced."""
 TIMEOUT_MS = 10_000
 
 
@@ -77,11 +83,13 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 class SeedPageHandler(RequestHandler):
-    """``GET /<name>.html``: a seed page with its API URL pointed at the server under test."""
+    """``GET /<name>.html``: a seed page with its URL pointed at the server under test."""
 
-    def initialize(self, api_url: str) -> None:
-        """Receive the URL that replaces the seed's ``http://localhost:8000/user``."""
+    def initialize(self, api_url: str, ws_url: str) -> None:
+        """Receive the URLs that replace the seed's ``http://localhost:8000/user`` and
+        ``ws://localhost:8000/message``."""
         self.api_url = api_url
+        self.ws_url = ws_url
 
     def get(self, name: str) -> None:
         """Serve ``seed_pages/<name>.html``."""
@@ -90,7 +98,7 @@ class SeedPageHandler(RequestHandler):
             raise HTTPError(404)
         html = path.read_text(encoding="utf-8")
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(html.replace(SEED_API_URL, self.api_url))
+        self.finish(html.replace(SEED_API_URL, self.api_url).replace(SEED_WS_URL, self.ws_url))
 
 
 class NoFaviconHandler(RequestHandler):
@@ -105,24 +113,32 @@ SeedSite = Callable[[str], Awaitable[str]]
 
 
 def check_seed_pages() -> None:
-    """Each seed page calls the seed's API URL exactly once (the one thing replaced)."""
+    """Each seed page calls its seed URL exactly once (the one thing replaced)."""
     pages = sorted(SEED_PAGES.glob("*.html"))
-    assert [page.name for page in pages] == ["fetch.html", "xhr.html"]
+    assert [page.name for page in pages] == sorted(SEED_URLS)
     for page in pages:
-        calls = page.read_text(encoding="utf-8").count(SEED_API_URL)
-        assert calls == 1, f"{page.name} calls {SEED_API_URL} {calls} times, not once"
+        url = SEED_URLS[page.name]
+        calls = page.read_text(encoding="utf-8").count(url)
+        assert calls == 1, f"{page.name} calls {url} {calls} times, not once"
 
 
 @pytest.fixture
 async def seed_site() -> AsyncIterator[SeedSite]:
-    """Start the seed pages' origin for an API base URL; returns the origin's base URL."""
+    """Start the seed pages' origin for a server's base URL; returns the origin's base URL."""
     check_seed_pages()
     servers: list[HTTPServer] = []
 
     async def start(api_base_url: str) -> str:
         app = Application(
             [
-                (r"/(\w+)\.html", SeedPageHandler, {"api_url": f"{api_base_url}/user"}),
+                (
+                    r"/(\w+)\.html",
+                    SeedPageHandler,
+                    {
+                        "api_url": f"{api_base_url}/user",
+                        "ws_url": "ws" + api_base_url.removeprefix("http") + "/message",
+                    },
+                ),
                 (r"/favicon\.ico", NoFaviconHandler),
             ]
         )

@@ -1,7 +1,9 @@
 """The chat page in a real browser: two users in separate Chromium contexts chat through
 ``/chat`` (the app served in-process), see each other online, hostile text stays text, and a
 page whose socket the server closes reconnects and shows what it missed, and a page whose session
-ended (logged out elsewhere, or refused at the handshake) stops with a link to log in again.
+ended (logged out elsewhere, or refused at the handshake) stops with a link to log in again; the
+page, its script's lines and the server's error frames speak Chinese by default and English to a
+browser that asks for it.
 
 Needs ``/usr/bin/chromium`` and the ``playwright`` package (see ``conftest.py``); skipped
 without them unless ``MSERVICES_TEST_REQUIRE_SERVICES=1``.
@@ -10,6 +12,7 @@ without them unless ``MSERVICES_TEST_REQUIRE_SERVICES=1``.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +34,12 @@ if MISSING is not None and not REQUIRE_SERVICES:
 from playwright.async_api import Browser, Page, expect  # noqa: E402 - needs the check
 
 HOSTILE = "<img src=x onerror=alert(1)>"
+LOGIN_FORM = {
+    "zh-CN": ("用户名", "密码", "登录"),
+    "en-US": ("User name", "Password", "Log in"),
+}
+"""The login form's labels and button in each language the tests open it in."""
+CHINESE = re.compile(r"[\u3400-\u9fff\u3000-\u303f\uff00-\uffef]")
 RECORD_ALERTS = "window.__alerts = []; window.alert = (m) => { window.__alerts.push(String(m)); };"
 
 
@@ -61,16 +70,20 @@ async def history_written_afterwards(services: Services) -> AsyncIterator[None]:
         await asyncio.sleep(0.01)
 
 
-async def open_chat(browser: Browser, client: Client, name: str, password: str) -> Page:
-    """A fresh browser context (its own cookies), logged in through the form, on ``/chat``."""
-    context = await browser.new_context(base_url=client.base_url, locale="zh-CN")
+async def open_chat(
+    browser: Browser, client: Client, name: str, password: str, locale: str = "zh-CN"
+) -> Page:
+    """A fresh browser context (its own cookies) asking for ``locale``, logged in through the
+    form, on ``/chat``."""
+    context = await browser.new_context(base_url=client.base_url, locale=locale)
     context.set_default_timeout(10_000)
     await context.add_init_script(RECORD_ALERTS)
     page = await context.new_page()
     await page.goto("/login?next=/chat")
-    await page.get_by_label("用户名").fill(name)
-    await page.get_by_label("密码").fill(password)
-    await page.get_by_role("button", name="登录").click()
+    user_name, password_label, log_in = LOGIN_FORM[locale]
+    await page.get_by_label(user_name).fill(name)
+    await page.get_by_label(password_label).fill(password)
+    await page.get_by_role("button", name=log_in, exact=True).click()
     await page.wait_for_url(client.base_url + "/chat")
     await expect(page.locator("#chat-status")).to_have_attribute("data-state", "open")
     return page
@@ -82,6 +95,13 @@ async def send(page: Page, text: str) -> None:
     await field.fill(text)
     await field.press("Enter")
     await expect(field).to_have_value("")
+
+
+async def send_a_lone_surrogate(page: Page) -> None:
+    """Send text the server refuses with an error frame (``bad_text``): the browser's
+    JSON.stringify escapes a lone surrogate, which no UTF-8 text can hold."""
+    await page.evaluate("document.getElementById('chat-input').value = 'a\\uD800b'")
+    await page.locator("#chat-input").press("Enter")
 
 
 async def test_two_users_chat_see_each_other_online_and_hostile_text_stays_text(
@@ -108,6 +128,54 @@ async def test_two_users_chat_see_each_other_online_and_hostile_text_stays_text(
     await bob.context.close()
     await expect(alice.locator("#chat-online li")).to_have_text(["alice"])
     await expect(alice.locator("#chat-messages")).to_contain_text("bob 离开聊天室")
+
+
+async def test_the_page_and_the_servers_error_frames_speak_chinese_by_default(
+    browser: Browser, client: Client, passwords: dict[str, str]
+) -> None:
+    alice = await open_chat(browser, client, "alice", passwords["alice"])
+
+    await expect(alice.locator("#chat-status")).to_have_text("已连接")
+    await expect(alice.locator("#chat-input")).to_have_attribute(
+        "placeholder", "输入消息，回车发送"
+    )
+    await send_a_lone_surrogate(alice)
+    await expect(alice.locator(".chat-notice-error")).to_have_text(
+        ["文本不是合法的 Unicode（含孤立的代理项）"]
+    )
+
+
+async def test_the_page_and_the_servers_error_frames_speak_english_when_the_browser_asks(
+    browser: Browser, client: Client, passwords: dict[str, str]
+) -> None:
+    alice = await open_chat(browser, client, "alice", passwords["alice"], locale="en-US")
+    bob = await open_chat(browser, client, "bob", passwords["bob"], locale="en-US")
+
+    assert await alice.evaluate("document.documentElement.lang") == "en-US"
+    await expect(alice.locator("#chat-status")).to_have_text("Connected")
+    await expect(alice.locator("#chat-messages")).to_contain_text("bob joined the chat room")
+    await expect(alice.locator("#chat-input")).to_have_attribute(
+        "placeholder", "Type a message and press Enter to send"
+    )
+    await expect(alice.get_by_role("button", name="Send")).to_be_visible()
+    await expect(alice.locator(".chat-online h2")).to_have_text("Online 2")
+    await send_a_lone_surrogate(alice)
+    await expect(alice.locator(".chat-notice-error")).to_have_text(
+        ["the text is not valid Unicode (a lone surrogate)"]
+    )
+    await send(alice, "你好, bob")  # a message is data: it stays as it was typed
+    await expect(bob.locator("#chat-messages .chat-text")).to_have_text(["你好, bob"])
+    await bob.context.close()
+    await expect(alice.locator("#chat-messages")).to_contain_text("bob left the chat room")
+
+    own_text = await alice.evaluate(
+        """() => {
+          const chat = document.getElementById("chat").cloneNode(true);
+          chat.querySelectorAll(".chat-text").forEach((node) => node.remove());
+          return chat.innerText + " " + document.title;
+        }"""
+    )
+    assert not CHINESE.search(own_text), own_text
 
 
 async def test_a_page_reconnects_after_the_server_closes_and_shows_what_it_missed(

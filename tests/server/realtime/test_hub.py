@@ -420,22 +420,93 @@ async def test_a_failed_load_fails_every_waiting_join_and_the_next_join_loads_ag
     assert reads.count == 2
 
 
-async def test_resync_forgets_every_room_so_missed_messages_are_read_from_history(
-    hub: Hub, sessions: async_sessionmaker[AsyncSession], reads: Reads
-) -> None:
+async def test_resync_keeps_the_rooms_in_memory(hub: Hub, reads: Reads) -> None:
     await hub.join(FakeMember("bob"), ROOM)
-    missed = StoredMessage(
-        id=hub.ids.next(), room=ROOM, user="zoe", text="sent during the outage", created_at=utcnow()
-    )
-    async with sessions() as session, session.begin():  # stored by another process
-        await ChatRepository(session).add_many([missed])
 
     await hub.resync()
+    await hub.join(FakeMember("alice"), ROOM)
+
+    assert reads.count == 1, "the fill, not a reload, brings what was missed"
+
+
+# -- after the bus resubscribes: the fill, and each message once ------------------------------
+
+
+def stored_elsewhere(message_id: int, text: str) -> StoredMessage:
+    """A message of ROOM that another process minted and stored."""
+    return StoredMessage(id=message_id, room=ROOM, user="zoe", text=text, created_at=utcnow())
+
+
+async def test_a_message_that_arrives_again_reaches_the_members_once(hub: Hub) -> None:
+    bob = FakeMember("bob")
+    await hub.join(bob, ROOM)
+    bob.take()
+
+    for message_id, text in ((10, "first"), (20, "second"), (10, "first"), (20, "second")):
+        hub.deliver(ROOM, from_elsewhere(message_id, text))
+    own = await hub.say("bob", ROOM, "own")
+    hub.deliver(ROOM, encode("message", ROOM, user="bob", text="own", ts=1.0, id=own))
+
+    assert [frame["text"] for frame in bob.take()] == ["first", "second", "own"]
+
+
+async def test_the_fill_delivers_what_was_missed_once_and_in_id_order(
+    hub: Hub, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bob = FakeMember("bob")
+    await hub.join(bob, ROOM)
+    await hub.join(FakeMember("carol"), "elsewhere")
+    hub.deliver(ROOM, from_elsewhere(10, "delivered before the outage"))
+    bob.take()
+    async with sessions() as session, session.begin():  # what other processes stored
+        await ChatRepository(session).add_many(
+            [
+                stored_elsewhere(5, "before the fill's start"),
+                stored_elsewhere(10, "delivered before the outage"),
+                stored_elsewhere(20, "stored"),
+                stored_elsewhere(40, "stored, and not yet queued elsewhere"),
+            ]
+        )
+    unstored = [
+        (ROOM, from_elsewhere(30, "queued for storage elsewhere")),
+        (ROOM, from_elsewhere(20, "stored")),
+        ("nobody-here", encode("message", "nobody-here", user="zoe", text="x", ts=1.0, id=35)),
+    ]
+
+    await hub.fill(7, unstored)
+
+    assert [frame["text"] for frame in bob.take()] == [
+        "stored",
+        "queued for storage elsewhere",
+        "stored, and not yet queued elsewhere",
+    ]
+    await hub.fill(7, unstored)
+    hub.deliver(ROOM, from_elsewhere(30, "queued for storage elsewhere"))  # published again
+    assert bob.take() == [], "nothing twice"
     alice = FakeMember("alice")
     await hub.join(alice, ROOM)
+    assert texts(alice.frames()[0])[-3:] == [
+        "stored",
+        "queued for storage elsewhere",
+        "stored, and not yet queued elsewhere",
+    ]
 
-    assert texts(alice.frames()[0]) == ["sent during the outage"]
-    assert reads.count == 2
+
+async def test_unstored_lists_the_messages_still_queued_for_storage_after_an_id(
+    hub: Hub, history: ChatHistory
+) -> None:
+    first = await hub.say("bob", ROOM, "stored")
+    await history.flush()
+    second = await hub.say("bob", ROOM, "queued")
+    third = await hub.say("bob", "other", "queued elsewhere")
+
+    unstored = hub.unstored(first)
+
+    assert [(room, json.loads(payload)["id"]) for room, payload in unstored] == [
+        (ROOM, second),
+        ("other", third),
+    ]
+    assert hub.unstored(third) == []
 
 
 async def test_a_resume_read_from_history_keeps_messages_delivered_during_the_read(

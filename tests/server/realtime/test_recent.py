@@ -3,6 +3,9 @@ gap lies inside it. (Loading from history and the hub's use of it are in ``test_
 
 from __future__ import annotations
 
+import pytest
+
+from server.realtime import recent
 from server.realtime.hub import encode
 from server.realtime.recent import Fields, RoomMessages, frame_fields
 
@@ -92,3 +95,17 @@ def test_frame_fields_reads_message_frames_only() -> None:
     assert frame_fields(message) == {"user": "bob", "text": "hi", "ts": 2.5, "id": 7}
     assert frame_fields(encode("join", ROOM, user="bob", ts=2.5)) is None
     assert frame_fields(encode("presence", ROOM, users=["bob"])) is None
+
+
+def test_a_room_remembers_the_ids_it_delivered_up_to_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recent, "SEEN_LIMIT", 3)
+    room = RoomMessages(size=2)
+    assert [room.see(message_id) for message_id in (5, 7, 5, 6)] == [True, True, False, True]
+    assert room.forgotten == 0
+
+    assert room.see(8), "past the limit the oldest is forgotten"
+    assert room.forgotten == 5
+    assert room.see(5), "whether 5 was delivered is no longer known"
+    assert not room.see(8)

@@ -8,6 +8,7 @@ Tests without a Redis server point a client at a closed port; the others need
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,15 +19,18 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tornado.testing import bind_unused_port
 
 from server import services as services_module
+from server.realtime import redis_bus
 from server.realtime.bus import LocalBus
 from server.realtime.history import ChatHistory
 from server.realtime.hub import Hub, encode
 from server.realtime.presence import LocalPresence
-from server.realtime.redis_bus import RedisBus, RedisPresence
+from server.realtime.redis_bus import RedisBus
+from server.realtime.redis_presence import RedisPresence
 from server.services import Services, open_services
 from tests.conftest import make_settings
 from tests.server.realtime.conftest import app_prefix, delete_keys
@@ -306,173 +310,204 @@ async def test_after_close_no_task_is_left(redis_scratch: ScratchRedis, channel:
     before = asyncio.all_tasks()
     process = Process(RedisBus(redis_scratch.connect(), channel=channel))
     await started(process)
-    assert len(asyncio.all_tasks() - before) == 1
+    await asyncio.wait_for(process.bus.synced.wait(), timeout=5)
+    assert len(asyncio.all_tasks() - before) == 2, "the subscriber and the beat"
     await process.bus.close()
     assert asyncio.all_tasks() == before
     assert not process.bus.subscribed.is_set()
 
 
-# -- presence ------------------------------------------------------------------------------
+# -- no loss: the backlog, and the fill after a resubscription ------------------------------
+
+
+@dataclass(eq=False)
+class Recovery:
+    """What a hub would do for its bus's fill: record each fill (held at ``gate`` until it is
+    set) and answer hellos with ``unstored``."""
+
+    process: Process
+    unstored: list[tuple[str, str]] = field(default_factory=list)
+    fills: list[tuple[int, list[tuple[str, str]]]] = field(default_factory=list)
+    filling: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+        self.process.bus.recover_with(self.fill, lambda after: list(self.unstored))
+
+    async def fill(self, after: int, unstored: list[tuple[str, str]]) -> None:
+        self.fills.append((after, unstored))
+        self.filling.set()
+        await self.gate.wait()
+        self.process.frames.append(("fill", "done"))
+
+
+async def knows(process: Process, other: Process) -> None:
+    """Wait (at most 5 s) until ``process`` has heard ``other``'s beat: it waits for its answer
+    after a resubscription."""
+    assert await until(lambda: other.bus.origin in process.bus._peers, within=5.0)
 
 
 @pytest.fixture
-def presences(redis_scratch: ScratchRedis, closing: AsyncExitStack) -> Callable[..., RedisPresence]:
-    """Builds a process's presence under the test prefix (closed afterwards, not started)."""
+async def channel_log(redis_scratch: ScratchRedis, channel: str) -> AsyncIterator[list[Any]]:
+    """Every message published on the test channel, decoded, as it goes by."""
+    heard: list[Any] = []
 
-    def build(**options: Any) -> RedisPresence:
-        presence = RedisPresence(
-            redis_scratch.connect(), prefix=redis_scratch.prefix + "app", **options
-        )
-        closing.push_async_callback(presence.close)
-        return presence
+    async def listen() -> None:
+        async with redis_scratch.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(channel)
+            subscribed.set()
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    heard.append(json.loads(message["data"]))
 
-    return build
+    subscribed = asyncio.Event()
+    task = asyncio.ensure_future(listen())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    try:
+        yield heard
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.mark.redis
-async def test_a_user_on_two_processes_is_announced_on_the_first_join_and_the_last_leave(
-    presences: Callable[..., RedisPresence],
+async def test_frames_redis_refused_go_out_again_in_order_before_newer_ones(
+    processes: Callable[..., Process], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b = presences(), presences()
-    assert await a.join(ROOM, "ada") is True
-    assert await b.join(ROOM, "ada") is False
-    assert await a.leave(ROOM, "ada") is False
-    assert await b.leave(ROOM, "ada") is True
+    a, b = processes(), processes()
+    await started(a, b)
+    redis = a.bus._channel.redis
+
+    async def refused(*args: Any, **kwargs: Any) -> int:
+        raise RedisConnectionError("Redis is away")
+
+    monkeypatch.setattr(redis, "publish", refused)
+    await a.bus.publish(ROOM, "first")
+    await a.bus.publish(ROOM, "second")
+    assert a.bus.unpublished == 2 and b.frames == []
+    monkeypatch.undo()
+    await a.bus.publish(ROOM, "third")  # behind the two: the next beat publishes all three
+
+    assert await until(lambda: len(b.frames) == 3, within=5.0)
+    assert b.frames == [(ROOM, "first"), (ROOM, "second"), (ROOM, "third")]
+    assert a.frames == b.frames, "delivered here at once, and once"
 
 
 @pytest.mark.redis
-async def test_tabs_in_one_process_count_once(presences: Callable[..., RedisPresence]) -> None:
-    a, b = presences(), presences()
-    assert [await a.join(ROOM, "ada") for _ in range(3)] == [True, False, False]
-    assert await b.online(ROOM) == ["ada"]
-    assert [await a.leave(ROOM, "ada") for _ in range(3)] == [False, False, True]
-    assert await a.leave(ROOM, "ada") is False, "one leave too many is ignored"
-    assert await b.online(ROOM) == []
-
-
-@pytest.mark.redis
-async def test_concurrent_joins_and_leaves_on_several_processes_are_announced_once(
-    presences: Callable[..., RedisPresence],
-) -> None:
-    processes = [presences() for _ in range(4)]
-    answers = await asyncio.gather(*(p.join(ROOM, "ada") for p in processes for _ in range(3)))
-    assert answers.count(True) == 1
-    answers = await asyncio.gather(*(p.leave(ROOM, "ada") for p in processes for _ in range(3)))
-    assert answers.count(True) == 1
-
-
-@pytest.mark.redis
-async def test_online_merges_every_process_sorted_and_per_room(
-    presences: Callable[..., RedisPresence],
-) -> None:
-    a, b = presences(), presences()
-    await a.join(ROOM, "zoe")
-    await b.join(ROOM, "ada")
-    await b.join(ROOM, "zoe")
-    await b.join("other", "bob")
-    assert await a.online(ROOM) == await b.online(ROOM) == ["ada", "zoe"]
-    assert await a.online("other") == ["bob"]
-    assert await a.online("empty") == []
-
-
-@pytest.mark.redis
-async def test_a_process_whose_heartbeat_stopped_drops_out_after_the_ttl(
-    presences: Callable[..., RedisPresence],
-) -> None:
-    crashed, alive = presences(ttl=1.0), presences(ttl=1.0)
-    await alive.start()
-    await crashed.join(ROOM, "ghost")  # never started: no heartbeat, as if the process died
-    await alive.join(ROOM, "ada")
-    assert await alive.online(ROOM) == ["ada", "ghost"]
-    await asyncio.sleep(0.3)
-    assert await alive.online(ROOM) == ["ada", "ghost"], "within the ttl"
-    await asyncio.sleep(1.0)  # past the ghost's ttl; ada's heartbeat ran three times
-    assert await alive.online(ROOM) == ["ada"], "the heartbeat kept ada"
-    assert await alive.join(ROOM, "ghost") is True, "a dead process's users are not counted"
-
-
-@pytest.mark.redis
-async def test_resync_after_a_wipe_registers_the_local_users_again(
-    presences: Callable[..., RedisPresence], redis_scratch: ScratchRedis
-) -> None:
-    a, b = presences(), presences()
-    await a.join(ROOM, "ada")
-    await a.join(ROOM, "ada")
-    await a.join("other", "bob")
-    await redis_scratch.client.delete(a.key(ROOM), a.key("other"))
-    assert await b.online(ROOM) == []
-    await a.resync()
-    assert await b.online(ROOM) == ["ada"]
-    assert await b.online("other") == ["bob"]
-    assert await b.join(ROOM, "ada") is False
-    assert [await a.leave(ROOM, "ada") for _ in range(2)] == [False, False], "b still has ada"
-
-
-@pytest.mark.redis
-async def test_a_resubscribing_bus_resyncs_presence(
-    processes: Callable[..., Process],
-    presences: Callable[..., RedisPresence],
-    redis_scratch: ScratchRedis,
+async def test_a_resubscribed_process_fills_with_the_others_unstored_frames_then_resumes(
+    processes: Callable[..., Process], redis_scratch: ScratchRedis
 ) -> None:
     name = client_name(redis_scratch)
-    a = processes(client_name=name)
-    presence, observer = presences(), presences()
-    a.bus.on_resync(presence.resync)
-    await started(a)
-    await presence.join(ROOM, "ada")
-    await redis_scratch.client.delete(presence.key(ROOM))  # as if Redis lost it in the outage
-    assert await observer.online(ROOM) == []
+    a, b = processes(), processes(client_name=name)
+    on_a, on_b = Recovery(a, unstored=[(ROOM, "not stored by a yet")]), Recovery(b)
+    await started(a, b)
+    await knows(b, a)
+    await asyncio.wait_for(b.bus.synced.wait(), 5)
+    on_b.gate.clear()
+    on_b.filling.clear()
+
     await kill_subscriber(redis_scratch, name)
-    assert await until(lambda: a.resyncs == 2, within=5.0)
-    assert await observer.online(ROOM) == ["ada"]
+    await asyncio.wait_for(on_b.filling.wait(), 10)
+    await a.bus.publish(ROOM, "live during the fill")
+    assert await until(lambda: b.bus._held == [(ROOM, "live during the fill")], within=5.0)
+    assert not b.bus.synced.is_set()
+    assert b.frames == [("fill", "done")], "only the fill of its start"
+    on_b.gate.set()
+
+    await asyncio.wait_for(b.bus.synced.wait(), 5)
+    after, unstored = on_b.fills[-1]
+    assert unstored == [(ROOM, "not stored by a yet")]
+    assert after > 0
+    assert b.frames == [("fill", "done"), ("fill", "done"), (ROOM, "live during the fill")]
+    assert len(on_a.fills) == 1, "a filled once, when it started"
 
 
 @pytest.mark.redis
-async def test_close_stops_the_heartbeat_and_removes_this_processes_entries(
-    presences: Callable[..., RedisPresence],
+async def test_a_process_that_subscribed_after_our_hello_is_asked_again(
+    processes: Callable[..., Process],
+    redis_scratch: ScratchRedis,
+    channel: str,
+    channel_log: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    before = asyncio.all_tasks()
-    a, b = presences(), presences()
-    await a.start()
-    assert len(asyncio.all_tasks() - before) == 1
-    await a.join(ROOM, "ada")
-    await a.join(ROOM, "bob")
-    await b.join(ROOM, "bob")
-    await a.close()
-    assert asyncio.all_tasks() == before
-    assert await b.online(ROOM) == ["bob"]
-    assert await a.leave(ROOM, "ada") is False, "nothing to announce after close"
-    await a.close()
+    monkeypatch.setattr(redis_bus, "FILL_WAIT", 60.0)
+    name = client_name(redis_scratch)
+    b = processes(client_name=name)
+    Recovery(b)
+    await started(b)
+    await asyncio.wait_for(b.bus.synced.wait(), 5)
+    await redis_scratch.client.publish(channel, json.dumps({"origin": "late", "beat": 1}))
+    assert await until(lambda: "late" in b.bus._peers)
+
+    said = len(hellos(channel_log, b))  # when it started
+    await kill_subscriber(redis_scratch, name)  # b says hello; "late" cannot hear it yet
+    assert await until(lambda: len(hellos(channel_log, b)) == said + 1, within=5.0)
+    await redis_scratch.client.publish(  # "late" subscribes and says its own hello
+        channel, json.dumps({"origin": "late", "hello": "its-nonce", "after": 0})
+    )
+
+    assert await until(lambda: len(hellos(channel_log, b)) == said + 2, within=5.0)
+    first, again = hellos(channel_log, b)[said:]
+    assert again["hello"] == first["hello"] and again["after"] == first["after"]
+    assert await until(lambda: any(m.get("to") == "late" for m in channel_log))
+    [answer] = [m for m in channel_log if m.get("to") == "late"]
+    assert (answer["reply"], answer["frames"]) == ("its-nonce", [])
+    assert not b.bus.synced.is_set(), "still waiting for late's answer"
+    await redis_scratch.client.publish(
+        channel,
+        json.dumps({"origin": "late", "to": b.bus.origin, "reply": first["hello"], "frames": []}),
+    )
+    await asyncio.wait_for(b.bus.synced.wait(), 5)
 
 
-async def test_presence_without_redis_answers_from_the_local_counts(
-    closed_port_client: Redis, caplog: pytest.LogCaptureFixture
+def hellos(channel_log: list[Any], process: Process) -> list[dict[str, Any]]:
+    """The hellos ``process`` published, in order."""
+    return [m for m in channel_log if m.get("origin") == process.bus.origin and "hello" in m]
+
+
+@pytest.mark.redis
+async def test_a_process_that_said_bye_is_not_waited_for(
+    processes: Callable[..., Process], redis_scratch: ScratchRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    presence = RedisPresence(closed_port_client, prefix="mservices-test-nowhere")
+    monkeypatch.setattr(redis_bus, "FILL_WAIT", 60.0)
+    name = client_name(redis_scratch)
+    a, b = processes(), processes(client_name=name)
+    Recovery(b)
+    await started(a, b)
+    await knows(b, a)
+    await a.bus.close()
+    assert await until(lambda: a.bus.origin not in b.bus._peers)
+
+    await kill_subscriber(redis_scratch, name)
+
+    await asyncio.wait_for(b.bus.synced.wait(), 10)
+
+
+@pytest.mark.redis
+async def test_a_process_that_never_answers_holds_the_fill_for_fill_wait_at_most(
+    processes: Callable[..., Process],
+    redis_scratch: ScratchRedis,
+    channel: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(redis_bus, "FILL_WAIT", 0.5)
+    name = client_name(redis_scratch)
+    b = processes(client_name=name)
+    on_b = Recovery(b)
+    await started(b)
+    await redis_scratch.client.publish(channel, json.dumps({"origin": "crashed", "beat": 1}))
+    assert await until(lambda: "crashed" in b.bus._peers)
+    await asyncio.wait_for(b.bus.synced.wait(), 5)
+    fills = len(on_b.fills)
+
     with caplog.at_level(logging.WARNING, logger="mservices.chat"):
-        assert [await presence.join(ROOM, "ada") for _ in range(2)] == [True, False]
-        await presence.join(ROOM, "bob")
-        assert await presence.online(ROOM) == ["ada", "bob"]
-        assert [await presence.leave(ROOM, "ada") for _ in range(2)] == [False, True]
-        assert await presence.online(ROOM) == ["bob"]
-        await presence.close()
-    assert "not in Redis yet" in caplog.text
-    assert "stays in Redis until it expires" in caplog.text
-
-
-@pytest.mark.redis
-async def test_a_departure_that_missed_redis_is_taken_out_by_the_next_resync(
-    presences: Callable[..., RedisPresence], closed_port_client: Redis
-) -> None:
-    a, b = presences(), presences()
-    await a.join(ROOM, "ada")
-    reachable = a._unregister
-    a._unregister = closed_port_client.register_script("return 0")  # Redis away for the leave
-    assert await a.leave(ROOM, "ada") is True
-    assert await b.online(ROOM) == ["ada"], "the stale entry is still there"
-    a._unregister = reachable
-    await a.resync()
-    assert await b.online(ROOM) == []
+        await kill_subscriber(redis_scratch, name)
+        assert await until(lambda: len(on_b.fills) > fills, within=10.0)
+        await asyncio.wait_for(b.bus.synced.wait(), 5)
+    assert "1 process(es) did not answer" in caplog.text
 
 
 # -- two hubs ------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """The TCP chat, spoken to over real loopback sockets: login (accounts and throttling of the API),
-chatting, commands, limits, slow readers, shutdown, and the seed's blocking ``socket`` client."""
+chatting, commands, limits, slow readers, shutdown, the seed's blocking ``socket`` client, and
+the language of the server's lines (Chinese until LANG or the account says otherwise).
+
+Most tests speak English (``LANG en_US`` before ``LOGIN``, what ``LineClient.log_in`` does), so
+their expected lines read as the protocol's reference does; the language tests and a few others
+check the Chinese a client gets by default."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from server.invalidation import Event
 from server.permissions import CHAT_USE, ORDERS_USE
 from server.principal import Principal
 from server.realtime.limits import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
-from server.realtime.tcp import LINE_LIMIT, SESSION_ENDED, TcpChatServer, render
+from server.realtime.tcp import LINE_LIMIT, TcpChatServer, render
 from server.services import Services
 from server.settings import Settings
 from tests.conftest import Client, make_settings
@@ -32,8 +37,12 @@ TIMEOUT = 10.0
 """The longest any single wait in these tests may take."""
 HOST = "127.0.0.1"
 PASSWORD = "correct horse battery"
-GOODBYE = "* server shutting down, goodbye"
-REFUSED_CHAT = "! your roles do not grant the permission chat.use; goodbye"
+GREETING_ZH = "* mservices 聊天室。登录：LOGIN <name> <password> (English: LANG en_US)"
+"""The first line of every connection: Chinese, naming the switch to English in English."""
+GOODBYE = "* the server is shutting down; goodbye"
+GOODBYE_ZH = "* 服务器正在关闭，再见"
+SESSION_ENDED = "* your session was ended; goodbye"
+REFUSED_CHAT_ZH = "! 你的角色没有授予权限 chat.use，再见"
 
 
 @pytest.fixture
@@ -48,13 +57,16 @@ async def add_user(
     password: str = PASSWORD,
     *,
     permissions: tuple[str, ...] = (CHAT_USE,),
+    language: str | None = None,
 ) -> None:
     """Register ``name`` the way the API does, holding ``permissions`` (the TCP door needs
-    ``chat.use``; pass ``()`` for an account without it)."""
+    ``chat.use``; pass ``()`` for an account without it), with the account's ``language``
+    (None: not chosen)."""
     async with services.sessions() as session, session.begin():
-        user = await UserRepository(session).add(
-            name=name, password_hash=await services.passwords.hash(password)
-        )
+        users = UserRepository(session)
+        user = await users.add(name=name, password_hash=await services.passwords.hash(password))
+        if language is not None:
+            await users.update(user.id, {"language": language})
         if permissions:
             await grant_in_session(session, user.id, *permissions)
 
@@ -80,14 +92,14 @@ class LineClient:
         assert raw.endswith(b"\r\n"), raw
         return raw[:-2].decode("utf-8")
 
-    async def until(self, wanted: str) -> list[str]:
-        """Lines up to and including the first that contains ``wanted``."""
+    async def until(self, *wanted: str) -> list[str]:
+        """Lines up to and including the first that contains one of ``wanted``."""
         seen: list[str] = []
         while True:
             line = await self.line()
             assert line is not None, f"connection closed before {wanted!r}; saw {seen}"
             seen.append(line)
-            if wanted in line:
+            if any(text in line for text in wanted):
                 return seen
 
     async def rest(self) -> list[str]:
@@ -97,11 +109,21 @@ class LineClient:
             seen.append(line)
         return seen
 
-    async def log_in(self, name: str, password: str = PASSWORD) -> list[str]:
-        """Log in and read up to the presence line of the lobby."""
+    async def speak(self, language: str) -> str | None:
+        """Send ``LANG language``; the server's answer."""
+        await self.send(f"LANG {language}")
+        return await self.line()
+
+    async def log_in(
+        self, name: str, password: str = PASSWORD, *, language: str | None = "en_US"
+    ) -> list[str]:
+        """Log in (after ``LANG language`` unless None) and read up to the presence line of
+        the lobby (in English ``* online in lobby:``, in Chinese ``* lobby 在线：``)."""
         await self.until("LOGIN <name> <password>")
+        if language is not None:
+            assert (await self.speak(language) or "").startswith("* ")
         await self.send(f"LOGIN {name} {password}")
-        return await self.until("* online in lobby:")
+        return await self.until("* online in lobby:", "* lobby 在线：")
 
     async def close(self) -> None:
         """Close our side (the server may already have)."""
@@ -135,7 +157,7 @@ async def start(services: Services) -> AsyncIterator[Start]:
 
     yield starter
     for server in started:
-        await asyncio.wait_for(server.close(GOODBYE), TIMEOUT)
+        await asyncio.wait_for(server.close(), TIMEOUT)
 
 
 @pytest.fixture
@@ -177,21 +199,37 @@ async def eventually(condition: Callable[[], Awaitable[bool]]) -> None:
 # --- login ------------------------------------------------------------------------------------
 
 
-async def test_a_user_with_the_right_password_is_greeted_and_put_in_the_lobby(
+async def test_a_user_with_the_right_password_is_greeted_and_put_in_the_lobby_in_chinese(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "alice")  # no language chosen: the default, Chinese
+    alice = await connect()
+    assert await alice.line() == GREETING_ZH
+    await alice.send(f"LOGIN alice {PASSWORD}")
+    lines = await alice.until("* lobby 在线：")
+    assert lines == [
+        "* alice，你好！你在 lobby。输入 /help 查看命令",
+        "* lobby：还没有消息",
+        "* alice 进入 lobby",
+        "* lobby 在线：alice",
+    ]
+    assert await services.hub.online("lobby") == ["alice"]
+
+
+async def test_in_english_the_same_login_reads_in_english(
     services: Services, connect: Connect
 ) -> None:
     await add_user(services, "alice")
     alice = await connect()
-    greeting = await alice.line()
-    assert greeting is not None
-    assert "LOGIN <name> <password>" in greeting
+    await alice.until("LOGIN")
+    assert await alice.speak("en_US") == "* language set to English"
     await alice.send(f"LOGIN alice {PASSWORD}")
-    lines = await alice.until("* online in lobby:")
-    assert lines[0].startswith("* hello alice; you are in lobby")
-    assert "* lobby: no messages yet" in lines
-    assert "* alice joined lobby" in lines
-    assert lines[-1] == "* online in lobby: alice"
-    assert await services.hub.online("lobby") == ["alice"]
+    assert await alice.until("* online in lobby:") == [
+        "* hello alice; you are in lobby. Try /help",
+        "* lobby: no messages yet",
+        "* alice joined lobby",
+        "* online in lobby: alice",
+    ]
 
 
 async def test_a_password_with_spaces_and_a_quoted_name_with_spaces_log_in(
@@ -200,6 +238,7 @@ async def test_a_password_with_spaces_and_a_quoted_name_with_spaces_log_in(
     await add_user(services, "ann lee", "  spaces  inside  ")
     client = await connect()
     await client.until("LOGIN")
+    await client.speak("en")
     await client.send('LOGIN "ann lee"   spaces  inside  ')
     lines = await client.until("* online in lobby:")
     assert lines[-1] == "* online in lobby: ann lee"
@@ -211,6 +250,7 @@ async def test_a_wrong_password_gets_the_api_message_and_may_be_retried(
     await add_user(services, "alice")
     client = await connect()
     await client.until("LOGIN")
+    await client.speak("en_US")
     await client.send("LOGIN alice not the password")
     assert await client.line() == "! wrong name or password"
     await client.send("LOGIN nobody whatever")
@@ -219,20 +259,30 @@ async def test_a_wrong_password_gets_the_api_message_and_may_be_retried(
     assert (await client.until("* online in lobby:"))[-1] == "* online in lobby: alice"
 
 
-async def test_lines_before_login_are_answered_with_how_to_log_in(
+async def test_lines_before_login_are_answered_with_how_to_log_in_in_chinese(
     services: Services, connect: Connect
 ) -> None:
     client = await connect()
     await client.until("LOGIN")
+    await client.send("hello?")
+    assert await client.line() == "! 请先登录：LOGIN <name> <password>"
+    await client.send("LOGIN alice")
+    assert await client.line() == (
+        '! 用法：LOGIN <name> <password>（用户名含空格时写在双引号里：LOGIN "a b" pw）'
+    )
+    await client.send("")  # ignored
+    await client.send("/who")
+    assert await client.line() == "! 请先登录：LOGIN <name> <password>"
+    await client.send("LANG fr_FR")
+    assert await client.line() == "! 用法：LANG zh_CN|en_US"
+    await client.send("LANG en-GB")  # any English is ours
+    assert await client.line() == "* language set to English"
     await client.send("hello?")
     assert await client.line() == "! log in first: LOGIN <name> <password>"
     await client.send("LOGIN alice")
     line = await client.line()
     assert line is not None
     assert line.startswith("! usage: LOGIN <name> <password>")
-    await client.send("")  # ignored
-    await client.send("/who")
-    assert await client.line() == "! log in first: LOGIN <name> <password>"
     assert await services.hub.online("lobby") == []
 
 
@@ -242,6 +292,7 @@ async def test_three_refused_logins_close_the_connection(
     await add_user(services, "alice")
     client = await connect()
     await client.until("LOGIN")
+    await client.speak("en_US")
     for _ in range(3):
         await client.send("LOGIN alice wrong")
     assert await client.rest() == [
@@ -259,11 +310,13 @@ async def test_after_six_failures_the_next_login_is_throttled_like_the_api(
     for _ in range(2):  # three refusals per connection
         client = await connect()
         await client.until("LOGIN")
+        await client.speak("en_US")
         for _ in range(3):
             await client.send("LOGIN alice wrong")
         assert (await client.rest()).count("! wrong name or password") == 3
     client = await connect()
     await client.until("LOGIN")
+    await client.speak("en_US")
     await client.send(f"LOGIN alice {PASSWORD}")  # even the right password waits
     assert await client.line() == "! too many failed logins; try again in 1 second"
     assert await services.hub.online("lobby") == []
@@ -278,7 +331,7 @@ async def test_no_login_within_the_login_timeout_closes_the_connection(
         lines = await client.rest()
     finally:
         await client.close()
-    assert lines[-1] == "! no LOGIN within 0.2 seconds; goodbye"
+    assert lines == [GREETING_ZH, "! 0.2 秒内没有 LOGIN，再见"]
 
 
 async def test_a_login_without_chat_use_is_refused_closed_and_says_nothing_in_the_room(
@@ -294,7 +347,7 @@ async def test_a_login_without_chat_use_is_refused_closed_and_says_nothing_in_th
     await alice.send(f"LOGIN alice {PASSWORD}")
     await alice.send("hello?")  # nothing after the refusal is read
 
-    assert await alice.rest() == [REFUSED_CHAT]
+    assert await alice.rest() == [REFUSED_CHAT_ZH]
     await bob.send("marker")
     assert await bob.line() == "[lobby] bob: marker", "no join or message of alice before it"
     assert await services.hub.online("lobby") == ["bob"]
@@ -315,7 +368,7 @@ async def test_a_role_that_gains_chat_use_lets_its_holder_in_once_the_change_is_
     refused = await connect()
     await refused.until("LOGIN")
     await refused.send(f"LOGIN alice {PASSWORD}")
-    assert await refused.rest() == [REFUSED_CHAT]  # what alice's role set holds is now cached
+    assert await refused.rest() == [REFUSED_CHAT_ZH]  # what alice's role set holds is cached
 
     async with services.sessions() as session, session.begin():
         root = await UserRepository(session).add(
@@ -527,6 +580,9 @@ async def test_invalid_utf8_is_answered_with_an_error_line(
     client = await connect()
     await client.until("LOGIN")
     await client.send(b"LOGIN alice \xff\xfe")
+    assert await client.line() == "! 这一行不是合法的 UTF-8，已忽略"
+    await client.speak("en_US")
+    await client.send(b"LOGIN alice \xff\xfe")
     assert await client.line() == "! line is not valid UTF-8; ignored"
     await client.send(f"LOGIN alice {PASSWORD}")
     await client.until("* online in lobby:")
@@ -623,9 +679,9 @@ async def test_close_sends_every_client_the_goodbye_line(services: Services, sta
         await alice.log_in("alice")
         await stranger.until("LOGIN")
         assert server.connections == 2
-        await asyncio.wait_for(server.close(GOODBYE), TIMEOUT)
-        assert (await alice.rest())[-1] == GOODBYE
-        assert await stranger.rest() == [GOODBYE]
+        await asyncio.wait_for(server.close(), TIMEOUT)
+        assert (await alice.rest())[-1] == GOODBYE  # in each connection's language
+        assert await stranger.rest() == [GOODBYE_ZH]
         assert server.connections == 0
         assert await services.hub.online("lobby") == []
         with pytest.raises(ConnectionRefusedError):
@@ -675,8 +731,76 @@ async def test_the_seeds_blocking_socket_client_can_log_in_and_chat(
 ) -> None:
     await add_user(services, "carol")
     received = await asyncio.to_thread(seed_style_client, chat.port, PASSWORD)
-    assert "* hello carol" in received
+    assert "* carol，你好！" in received  # the seed's client never asked for English
     assert "[lobby] carol: 您好，我是你的未来对象\r\n" in received
+
+
+# --- language ---------------------------------------------------------------------------------
+
+
+async def test_an_account_that_chose_english_hears_chinese_before_login_and_english_after(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "alice", language="en_US")
+    alice = await connect()
+
+    assert await alice.line() == GREETING_ZH  # nobody is known yet: the default
+    await alice.send("hello?")
+    assert await alice.line() == "! 请先登录：LOGIN <name> <password>"
+    await alice.send(f"LOGIN alice {PASSWORD}")
+    assert await alice.until("* online in lobby:") == [
+        "* hello alice; you are in lobby. Try /help",
+        "* lobby: no messages yet",
+        "* alice joined lobby",
+        "* online in lobby: alice",
+    ]
+    await alice.send("/join")
+    assert await alice.line() == "! usage: /join ROOM (1 to 64 letters, digits, '_', '.' or '-')"
+
+
+async def test_the_accounts_language_wins_over_lang_sent_before_login(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "alice", language="zh_CN")
+    alice = await connect()
+    await alice.until("LOGIN")
+    assert await alice.speak("en_US") == "* language set to English"
+    await alice.send("hello?")
+    assert await alice.line() == "! log in first: LOGIN <name> <password>"
+
+    await alice.send(f"LOGIN alice {PASSWORD}")
+
+    hello = (await alice.until("* lobby 在线："))[0]
+    assert hello == "* alice，你好！你在 lobby。输入 /help 查看命令"
+
+
+async def test_each_reader_gets_the_rooms_lines_in_their_language_and_lang_switches_one(
+    services: Services, connect: Connect
+) -> None:
+    await add_user(services, "alice", language="en_US")
+    await add_user(services, "bob")
+    alice = await connect()
+    await alice.log_in("alice", language=None)
+    bob = await connect()
+    assert (await bob.log_in("bob", language=None))[-1] == "* lobby 在线：alice, bob"
+    assert await alice.line() == "* bob joined lobby"
+
+    await bob.send("/lang en_US")
+    assert await bob.line() == "* language set to English"
+    await bob.send("/who")
+    assert await bob.line() == "* online in lobby: alice, bob"
+    await alice.send("/lang zh")
+    assert await alice.line() == "* 语言已设为中文"
+    await alice.send("/lang klingon")
+    assert await alice.line() == "! 用法：/lang zh_CN|en_US"
+    await alice.send("/help")
+    assert await alice.line() == (
+        "* 命令：/who（谁在这里）、/join ROOM（换房间）、/rooms（你可以进入的房间）、"
+        "/support（联系客服）、/lang zh_CN|en_US（语言）、/quit（退出）；其他每一行都作为消息发出"
+    )
+    await bob.send("/quit")
+    assert await bob.rest() == ["* bye"]
+    assert await alice.line() == "* bob 离开 lobby"
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -687,6 +811,23 @@ def test_frames_without_a_line_for_tcp_clients_render_as_nothing() -> None:
     assert render("[1, 2]") == ()
     assert render('{"type": "typing", "room": "lobby"}') == ()
     assert render('{"type": "error", "room": "lobby", "text": "no\\nway"}') == ("! no way",)
+
+
+def test_frames_render_in_the_readers_language_and_data_stays_as_it_is() -> None:
+    one = '{"type": "history", "room": "茶室", "messages": [{"user": "ann", "text": "hi"}]}'
+    two = (
+        '{"type": "history", "room": "lobby", "messages": '
+        '[{"user": "ann", "text": "hi"}, {"user": "bob", "text": "你好"}]}'
+    )
+    leave = '{"type": "leave", "room": "lobby", "user": "joined lobby"}'
+
+    assert render(one, "en_US") == ("* 茶室: the last message", "[茶室] ann: hi")
+    assert render(one, "zh_CN") == ("* 茶室：最近 1 条消息", "[茶室] ann: hi")
+    assert render(two, "en_US")[0] == "* lobby: the last 2 messages"
+    assert render(two, "zh_CN")[0] == "* lobby：最近 2 条消息"
+    assert render(two) == render(two, "zh_CN"), "Chinese is the default"
+    assert render(leave, "en_US") == ("* joined lobby left lobby",)
+    assert render(leave, "zh_CN") == ("* joined lobby 离开 lobby",)
 
 
 async def _online_is(services: Services, users: list[str]) -> bool:

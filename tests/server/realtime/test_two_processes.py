@@ -22,12 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from server.realtime.tcp import SESSION_ENDED
-from server.runtime import GOODBYE
+from server.realtime.websocket import CHAT_SUBPROTOCOL
 from tests.conftest import Client
 from tests.processes import HOST, Served, create_superuser, mservices, serve, server_env
 from tests.server.realtime.conftest import app_prefix, delete_keys, form_login
-from tests.server.realtime.test_tcp import LineClient
+from tests.server.realtime.test_tcp import GOODBYE, SESSION_ENDED, LineClient
 from tests.server.realtime.test_websocket import Socket
 from tests.server.security.conftest import ScratchRedis
 from tests.server.test_cli import SERVE_TIMEOUT
@@ -89,7 +88,8 @@ async def open_chat(served: Served, cookie: str) -> Socket:
         headers={"Cookie": cookie, "Origin": served.base_url},
         request_timeout=WAIT,
     )
-    return Socket(await asyncio.wait_for(websocket_connect(request), WAIT))
+    connecting = websocket_connect(request, subprotocols=[CHAT_SUBPROTOCOL])
+    return Socket(await asyncio.wait_for(connecting, WAIT))
 
 
 @contextlib.asynccontextmanager

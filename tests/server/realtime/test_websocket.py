@@ -1,6 +1,6 @@
 """The chat WebSocket ``/message`` against the real application served in-process: who may open
-it, what a room sends on join, presence by user, reconnect resume, every limit, shutdown, and
-the chat pages.
+it, what a room sends on join, presence by user, reconnect resume, every limit, the language of
+error frames, shutdown, and the chat pages (in Chinese and in English).
 
 Every wait is bounded (``asyncio.wait_for``); "nothing arrived" is proven with a marker message
 the same connection sends afterwards, never with a sleep.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from server.realtime import hub as hub_module
 from server.realtime.hub import encode
 from server.realtime.limits import MAX_TEXT_CHARS, RATE_BURST, REFUSALS_BEFORE_CLOSE
 from server.realtime.websocket import (
+    CHAT_SUBPROTOCOL,
     MAX_FRAME_BYTES,
     ChatSocketHandler,
     FrameError,
@@ -66,9 +68,12 @@ def settings(tmp_path: Path, sqlite_url: str) -> Settings:
 
 
 class LogIn(Protocol):
-    """Creates a user holding ``permissions`` and logs in; returns the session Cookie header."""
+    """Creates a user holding ``permissions`` (with the account's ``language``, None: not
+    chosen) and logs in; returns the session Cookie header."""
 
-    async def __call__(self, name: str, *, permissions: Sequence[str] = (CHAT_USE,)) -> str: ...
+    async def __call__(
+        self, name: str, *, permissions: Sequence[str] = (CHAT_USE,), language: str | None = None
+    ) -> str: ...
 
 
 @pytest.fixture
@@ -76,12 +81,15 @@ def log_in(client: Client, services: Services) -> LogIn:
     """Create a user (holding ``chat.use`` unless told otherwise) and log in through the
     ``/login`` form; returns the session Cookie header."""
 
-    async def create_and_log_in(name: str, *, permissions: Sequence[str] = (CHAT_USE,)) -> str:
+    async def create_and_log_in(
+        name: str, *, permissions: Sequence[str] = (CHAT_USE,), language: str | None = None
+    ) -> str:
         password = secrets.token_urlsafe(12)
         async with services.sessions() as session, session.begin():
-            user = await UserRepository(session).add(
-                name=name, password_hash=await services.passwords.hash(password)
-            )
+            users = UserRepository(session)
+            user = await users.add(name=name, password_hash=await services.passwords.hash(password))
+            if language is not None:
+                await users.update(user.id, {"language": language})
             if permissions:
                 await grant_in_session(session, user.id, *permissions)
         return await form_login(client, name, password)
@@ -155,7 +163,9 @@ def ws_url(client: Client, path: str) -> str:
 
 @pytest.fixture
 async def connect(client: Client, services: Services) -> AsyncIterator[Connect]:
-    """Open ``/message`` (or another socket path); every connection is closed after the test."""
+    """Open ``/message`` (or another socket path), offering ``mservices.chat.v1`` (JSON frames)
+    unless ``subprotocols`` says otherwise (None: the seed's plain text); every connection is
+    closed after the test."""
     opened: list[tuple[WebSocketClientConnection, IOStream]] = []
 
     async def open_socket(
@@ -166,6 +176,7 @@ async def connect(client: Client, services: Services) -> AsyncIterator[Connect]:
         origin: str | None = None,
         headers: dict[str, str] | None = None,
         path: str = "/message",
+        subprotocols: Sequence[str] | None = (CHAT_SUBPROTOCOL,),
     ) -> Socket:
         query = {
             key: str(value)
@@ -177,7 +188,8 @@ async def connect(client: Client, services: Services) -> AsyncIterator[Connect]:
             all_headers["Cookie"] = cookie
         target = path + (f"?{urlencode(query)}" if query else "")
         request = HTTPRequest(ws_url(client, target), headers=all_headers, request_timeout=WAIT)
-        connection = await asyncio.wait_for(websocket_connect(request), WAIT)
+        offered = list(subprotocols) if subprotocols else None
+        connection = await asyncio.wait_for(websocket_connect(request, subprotocols=offered), WAIT)
         assert connection.protocol is not None and connection.protocol.stream is not None
         opened.append((connection, connection.protocol.stream))
         return Socket(connection)
@@ -537,7 +549,9 @@ async def test_compression_is_never_negotiated_even_when_the_client_offers_it(
         headers={"Origin": client.base_url, "Cookie": await log_in("alice")},
         request_timeout=WAIT,
     )
-    connection = await asyncio.wait_for(websocket_connect(request, compression_options={}), WAIT)
+    connection = await asyncio.wait_for(
+        websocket_connect(request, compression_options={}, subprotocols=[CHAT_SUBPROTOCOL]), WAIT
+    )
     try:
         socket = Socket(connection)
         await socket.joined()
@@ -695,6 +709,57 @@ async def test_flooding_gets_error_frames_then_close_1008(
     assert code == 1008
 
 
+# -- the language of error frames -------------------------------------------------------------
+
+
+async def refusal_of_an_empty_message(socket: Socket) -> Frame:
+    """Join, send a blank message, and return the error frame it gets (past any join or leave
+    of another socket)."""
+    await socket.joined()
+    await socket.say("   ")
+    frame, _ = await socket.until(lambda frame: frame["type"] == "error")
+    assert frame["code"] == "empty"
+    return frame
+
+
+async def test_error_frames_are_in_chinese_by_default_and_keep_their_code(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"))
+
+    assert (await refusal_of_an_empty_message(alice))["text"] == "消息是空的"
+    await alice.say("字" * (MAX_TEXT_CHARS + 1))
+    too_long = await alice.frame()
+    assert (too_long["code"], too_long["text"]) == ("too_long", "一条消息最多 2000 个字符")
+    await alice.connection.write_message(json.dumps({"type": "join"}))
+    bad = await alice.frame()
+    assert bad["code"] == "bad_frame"
+    assert bad["text"] == 'JSON 帧必须是 {"type": "message", "text": "..."}'
+
+
+async def test_error_frames_follow_the_handshakes_accept_language(
+    connect: Connect, log_in: LogIn
+) -> None:
+    cookie = await log_in("alice")
+    english = await connect(cookie, headers={"Accept-Language": "en-GB,en;q=0.9,zh;q=0.1"})
+    chinese = await connect(cookie, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+
+    assert (await refusal_of_an_empty_message(english))["text"] == "the message is empty"
+    assert (await refusal_of_an_empty_message(chinese))["text"] == "消息是空的"
+
+
+async def test_error_frames_follow_the_language_cookie_then_the_account(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await log_in("alice")
+    bob = await log_in("bob", language="zh_CN")
+    by_cookie = await connect(f"{alice}; mservices_lang=en_US")
+    by_account = await connect(f"{bob}; mservices_lang=en_US", headers={"Accept-Language": "en"})
+
+    assert (await refusal_of_an_empty_message(by_cookie))["text"] == "the message is empty"
+    assert (await refusal_of_an_empty_message(by_account))["text"] == "消息是空的"
+
+
 async def test_a_slow_consumer_is_closed_with_4008_while_a_fast_one_keeps_up(
     services: Services, connect: Connect, log_in: LogIn
 ) -> None:
@@ -708,7 +773,7 @@ async def test_a_slow_consumer_is_closed_with_4008_while_a_fast_one_keeps_up(
         for socket in open_sockets(services)
         if isinstance(socket, ChatSocketHandler) and socket.user == "bob"
     )
-    payload = encode("message", ROOM, user="carol", text="x" * 32_000, ts=0.0, id=1)
+    text = "x" * 32_000
     count = {"published": 0, "received": 0}
 
     async def read_fast() -> None:
@@ -722,6 +787,8 @@ async def test_a_slow_consumer_is_closed_with_4008_while_a_fast_one_keeps_up(
     # nothing, until the server gives up on the slow one; bounded at 200 MB.
     while slow_side.ws_connection is not None:
         assert count["published"] < 6_000, "the slow consumer was never closed"
+        # Each a new message: the hub delivers a message id once.
+        payload = encode("message", ROOM, user="carol", text=text, ts=0.0, id=count["published"])
         await services.hub.bus.publish(ROOM, payload)
         count["published"] += 1
         await eventually(
@@ -774,6 +841,15 @@ def test_message_text_refuses_text_that_cannot_be_utf_8() -> None:
             message_text(json.dumps({"type": "message", "text": text}))
         assert refused.value.code == "bad_text"
     assert message_text(json.dumps({"type": "message", "text": "😀"})) == "😀"
+
+
+def test_message_text_in_plain_mode_takes_every_text_frame_as_the_message() -> None:
+    frame = json.dumps({"type": "message", "text": "hi"})
+    assert message_text(frame, plain=True) == frame
+    assert message_text('{"type": "other"}', plain=True) == '{"type": "other"}'
+    for refused in (b"hi", "", " \n", "x" * 2001):
+        with pytest.raises(FrameError):
+            message_text(refused, plain=True)
 
 
 # -- handshakes cut short ----------------------------------------------------------------------
@@ -942,14 +1018,59 @@ async def test_the_chat_pages_show_the_room_to_a_user_holding_chat_use(
     cookie = {"Cookie": await log_in("alice")}
 
     chat = await client.get("/chat", headers=cookie)
-    robbit = await client.get("/robbit?room=客服", headers=cookie)
+    robbit = await client.get("/robbit", headers=cookie)  # alice's own support conversation
     odd = await client.get("/chat?" + urlencode({"room": HOSTILE}), headers=cookie)
 
     assert chat.status == robbit.status == odd.status == 200
     assert 'data-room="lobby"' in chat.text and 'data-me="alice"' in chat.text
     assert "/s/js/chat.js" in chat.text and "<title>聊天室" in chat.text
-    assert 'data-room="客服"' in robbit.text and "<title>客服在线" in robbit.text
+    assert re.search(r'data-room="support-[0-9]+"', robbit.text), "her own conversation"
+    assert "<title>客服在线" in robbit.text
     assert 'data-room="lobby"' in odd.text and HOSTILE not in odd.text
+
+
+SCRIPT_TEXTS = re.compile(r'<script type="application/json" id="script-texts">(.*?)</script>')
+CHAT_PAGE_ZH = ("<title>聊天室", "连接中…", 'placeholder="输入消息，回车发送"', ">发送</button>")
+CHAT_PAGE_EN = (
+    "<title>Chat room",
+    "Connecting…",
+    'placeholder="Type a message and press Enter to send"',
+    ">Send</button>",
+    'aria-label="Users online"',
+)
+
+
+def page_and_script_texts(html: str) -> tuple[str, dict[str, str]]:
+    """The page without its scripts' messages, and those messages (id to translation)."""
+    match = SCRIPT_TEXTS.search(html)
+    assert match is not None, "the page carries its scripts' messages"
+    texts: dict[str, str] = json.loads(match.group(1))
+    return html[: match.start()] + html[match.end() :], texts
+
+
+async def test_the_chat_page_speaks_chinese_by_default_and_english_when_asked(
+    client: Client, log_in: LogIn
+) -> None:
+    cookie = await log_in("alice")
+
+    chinese = await client.get("/chat", headers={"Cookie": cookie})
+    by_header = await client.get("/chat", headers={"Cookie": cookie, "Accept-Language": "en"})
+    by_cookie = await client.get("/chat", headers={"Cookie": f"{cookie}; mservices_lang=en_US"})
+    robbit = await client.get("/robbit", headers={"Cookie": cookie, "Accept-Language": "en"})
+
+    page, scripts = page_and_script_texts(chinese.text)
+    assert all(text in page for text in CHAT_PAGE_ZH)
+    assert not any(text in page for text in CHAT_PAGE_EN)
+    # The script's sentences come with the page, in its language.
+    assert scripts["{user} joined the chat room"] == "{user} 进入聊天室"
+    assert scripts["Disconnected; reconnecting in {seconds} s"] == "连接已断开，{seconds} 秒后重连"
+    for english in (by_header, by_cookie):
+        page, scripts = page_and_script_texts(english.text)
+        assert all(text in page for text in CHAT_PAGE_EN)
+        assert not any(text in page for text in CHAT_PAGE_ZH)
+        assert scripts["{user} joined the chat room"] == "{user} joined the chat room"
+        assert scripts["Log in again"] == "Log in again"
+    assert "<title>Live support" in robbit.text and "客服在线" not in robbit.text
 
 
 async def test_the_chat_pages_answer_403_to_a_logged_in_user_without_chat_use(
@@ -970,6 +1091,22 @@ async def test_the_ticker_page_is_open_to_everyone(client: Client) -> None:
     assert 'data-path="/ticker"' in page.text and "/s/js/ticker.js" in page.text
 
 
+async def test_the_ticker_page_speaks_the_readers_language_and_marks_the_seeds_lines(
+    client: Client,
+) -> None:
+    chinese = await client.get("/ticker/page")
+    english = await client.get("/ticker/page", headers={"Accept-Language": "en-US"})
+
+    assert "<h1>数字播报</h1>" in chinese.text and "再来一次" in chinese.text
+    assert "<h1>Ticker</h1>" in english.text and ">Run again</button>" in english.text
+    assert "再来一次" not in english.text and "连接中" not in english.text
+    # What the socket sends is the seed's wire text (您好！<ip>), whatever the page's language.
+    for page in (chinese, english):
+        assert '<ol class="ticker-lines" id="ticker-lines" aria-live="polite" lang="zh-CN">' in (
+            page.text
+        )
+
+
 async def test_a_socket_whose_handshake_ends_after_close_all_is_closed_with_1001(
     services: Services, connect: Connect, log_in: LogIn, gate: Gate
 ) -> None:
@@ -985,3 +1122,105 @@ async def test_a_socket_whose_handshake_ends_after_close_all_is_closed_with_1001
     assert code == 1001 and frames == []
     await members_settled(services, ROOM, 0)
     assert len(registry) == 0 and await services.hub.online(ROOM) == []
+
+
+# -- the seed's plain-text format (no subprotocol) ----------------------------------------------
+
+
+def offered_protocol(socket: Socket) -> str | None:
+    """The subprotocol the server selected in its handshake answer (None: none)."""
+    assert socket.connection.headers is not None
+    return socket.connection.headers.get("Sec-WebSocket-Protocol")
+
+
+async def test_a_client_offering_no_subprotocol_gets_the_seeds_plain_lines(
+    connect: Connect, log_in: LogIn
+) -> None:
+    alice = await connect(await log_in("alice"), subprotocols=None)
+
+    assert offered_protocol(alice) is None
+    assert await alice.raw() == "alice 进入聊天室"
+    # Every text frame is the message, braces and all; no presence frame came in between.
+    await alice.connection.write_message("hello")
+    assert await alice.raw() == "alice 说: hello"
+    await alice.connection.write_message('{"type": "message", "text": "x"}')
+    assert await alice.raw() == 'alice 说: {"type": "message", "text": "x"}'
+
+
+async def test_a_client_offering_the_subprotocol_gets_json_frames(
+    connect: Connect, log_in: LogIn
+) -> None:
+    cookie = await log_in("alice")
+    alice = await connect(cookie, subprotocols=["chat.v2", CHAT_SUBPROTOCOL])
+
+    assert offered_protocol(alice) == CHAT_SUBPROTOCOL
+    history, _, presence = await alice.joined()
+    assert (history["type"], presence["users"]) == ("history", ["alice"])
+    # alice is in the room already: her second connection announces no join.
+    stranger = await connect(cookie, subprotocols=["chat.v2"])
+    assert offered_protocol(stranger) is None, "an unknown subprotocol is not selected"
+    await stranger.connection.write_message("from the stranger")
+    assert await stranger.raw() == "alice 说: from the stranger"
+
+
+async def test_plain_and_json_members_share_the_room_and_its_history(
+    connect: Connect, log_in: LogIn
+) -> None:
+    bob = await connect(await log_in("bob"))
+    await bob.joined()
+    alice = await connect(await log_in("alice"), subprotocols=None)
+    assert await alice.raw() == "alice 进入聊天室"
+    joined, _ = await bob.until(lambda frame: frame["type"] == "join")
+    assert joined["user"] == "alice"
+
+    await alice.connection.write_message("hi bob")
+    assert await alice.raw() == "alice 说: hi bob"
+    heard, _ = await bob.until(lambda frame: frame["type"] == "message")
+    assert (heard["user"], heard["text"]) == ("alice", "hi bob")
+    await bob.say("hi alice")
+    assert await alice.raw() == "bob 说: hi alice"
+
+    carol = await connect(await log_in("carol"), subprotocols=None)
+    assert [await carol.raw() for _ in range(3)] == [
+        "alice 说: hi bob",
+        "bob 说: hi alice",
+        "carol 进入聊天室",
+    ]
+    assert await alice.raw() == "carol 进入聊天室"
+
+    carol.close()
+    assert await alice.raw() == "carol 离开聊天室"
+    left, _ = await bob.until(lambda frame: frame["type"] == "leave")
+    assert left["user"] == "carol"
+
+
+async def test_plain_lines_and_errors_are_in_the_handshakes_language(
+    connect: Connect, log_in: LogIn
+) -> None:
+    cookie = await log_in("alice")
+    english = await connect(cookie, subprotocols=None, headers={"Accept-Language": "en-US"})
+    assert await english.raw() == "alice joined the chat room"
+    chinese = await connect(cookie, subprotocols=None)
+
+    await english.connection.write_message("   ")
+    assert await english.raw() == "the message is empty"
+    await chinese.connection.write_message("")
+    assert await chinese.raw() == "消息是空的"
+    await chinese.connection.write_message("你好")
+    assert await chinese.raw() == "alice 说: 你好"
+    assert await english.raw() == "alice says: 你好"
+
+
+async def test_plain_lines_are_html_escaped_for_the_seeds_page(
+    connect: Connect, log_in: LogIn
+) -> None:
+    bob = await connect(await log_in("bob"))
+    await bob.joined()
+    alice = await connect(await log_in("alice"), subprotocols=None)
+    assert await alice.raw() == "alice 进入聊天室"
+
+    await alice.connection.write_message(HOSTILE)
+
+    assert await alice.raw() == "alice 说: &lt;img src=x onerror=alert(1)&gt;"
+    heard, _ = await bob.until(lambda frame: frame["type"] == "message")
+    assert heard["text"] == HOSTILE, "stored and sent to JSON readers as it was typed"
