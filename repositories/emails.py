@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict
 from repositories.models import User
+from schemas.text import Text
 
 
 class EmailTaken(Conflict):
@@ -21,7 +22,7 @@ class EmailTaken(Conflict):
     code = "email_taken"
 
     def __init__(self) -> None:
-        super().__init__("another account uses this email address")
+        super().__init__(Text("another account uses this email address"))
 
 
 class UserEmailRepository:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from repositories.errors import Conflict, NotFound, Unprocessable
 from repositories.locks import hold
 from repositories.models import Menu, role_menu
+from schemas.text import Text
 
 MENU_FIELDS = ("title", "url", "note", "parent_id", "sort", "visible", "permission", "audience")
 
@@ -44,11 +45,11 @@ class MenuNode:
     visible: bool
     children: list[MenuNode] = field(default_factory=list)
     permission: str | None = None
-    title_key: str | None = None
-    """A built-in menu's title as a message id: pages show it translated (``menu_title``)."""
     """The permission the menu's page needs: it is shown only to holders."""
     audience: str = "all"
     """``all``, ``visitors`` (hidden once logged in) or ``members`` (hidden from visitors)."""
+    title_key: str | None = None
+    """A built-in menu's title as a message id: pages show it translated (``menu_title``)."""
 
 
 def build_tree(menus: Iterable[Menu | MenuNode]) -> list[MenuNode]:
@@ -114,7 +115,7 @@ class MenuRepository:
         """The menu with this id, or NotFound."""
         menu = await self.session.get(Menu, menu_id)
         if menu is None:
-            raise NotFound(f"menu {menu_id} does not exist", code="menu_not_found")
+            raise NotFound(Text("menu {id} does not exist", id=menu_id), code="menu_not_found")
         return menu
 
     async def list(self) -> Sequence[Menu]:
@@ -223,7 +224,11 @@ class MenuRepository:
             await self.get(parent_id)
             if await self.is_ancestor_or_self(menu_id, of=parent_id):
                 raise Conflict(
-                    f"menu {menu_id} cannot move under {parent_id}: it would be its own ancestor",
+                    Text(
+                        "menu {id} cannot move under {parent}: it would be its own ancestor",
+                        id=menu_id,
+                        parent=parent_id,
+                    ),
                     code="menu_cycle",
                 )
             parents = await self._parents()
@@ -273,7 +278,7 @@ class MenuRepository:
             children.setdefault(parent_id, []).append(child_id)
         if children.get(menu_id) and not cascade:
             raise Conflict(
-                f"menu {menu_id} has children; delete them first or pass cascade",
+                Text("menu {id} has children; delete them first or pass cascade", id=menu_id),
                 code="menu_has_children",
             )
         levels: builtins.list[builtins.list[int]] = [[menu_id]]
@@ -323,13 +328,19 @@ class MenuRepository:
         if menu_id is not None:
             same_title = same_title.where(Menu.id != menu_id)
         if await self.session.scalar(same_title.limit(1)) is not None:
-            raise Conflict(f"a menu titled {title!r} already exists here", code="menu_title_taken")
+            raise Conflict(
+                Text("a menu titled '{title}' already exists here", title=title),
+                code="menu_title_taken",
+            )
         if url is not None:
             same_url = select(Menu.id).where(Menu.url == url)
             if menu_id is not None:
                 same_url = same_url.where(Menu.id != menu_id)
             if await self.session.scalar(same_url.limit(1)) is not None:
-                raise Conflict(f"the url {url!r} belongs to another menu", code="menu_url_taken")
+                raise Conflict(
+                    Text("the url '{url}' belongs to another menu", url=url),
+                    code="menu_url_taken",
+                )
 
 
 def _depth(parents: dict[int, int | None], menu_id: int) -> int:
@@ -357,5 +368,6 @@ def _height(parents: dict[int, int | None], menu_id: int) -> int:
 
 def _too_deep() -> Unprocessable:
     return Unprocessable(
-        f"menus may be nested at most {MAX_DEPTH} levels deep", code="menu_too_deep"
+        Text("menus may be nested at most {depth} levels deep", depth=MAX_DEPTH),
+        code="menu_too_deep",
     )

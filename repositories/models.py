@@ -1,6 +1,6 @@
 """The data model: SQLAlchemy 2 typed models for menus, users, roles and their permissions, tokens,
-one-time link tokens, goods, orders, the audit log, chat history and the named locks that serialize
-admin writes.
+one-time link tokens, goods, orders, the audit log, chat history, support conversations and the
+named locks that serialize admin writes.
 
 Migrations in ``migrations/versions`` create exactly this schema; a test checks that
 autogenerate finds no difference between the two.
@@ -291,4 +291,38 @@ class ChatMessage(Base):
     room: Mapped[str] = mapped_column(String(64))
     user_name: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
+    staff: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Said by support staff in a support conversation (shown with a badge)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SupportThread(Base):
+    """A customer's private support conversation (客服在线), the chat room ``support-<id>``.
+
+    ``status`` says where it stands: ``new`` (no agent has answered yet), ``waiting`` (the
+    customer wrote after an answer), ``answered`` (the newest message is an agent's) or
+    ``closed``. ``open_for`` is the customer's id while the thread is open and NULL once it is
+    closed, so a unique index keeps one open thread per customer (NULLs never collide).
+    ``version`` counts the changes, so readers of live updates keep the newest. Ids are never
+    reused (SQLite AUTOINCREMENT; InnoDB keeps its counter), so a new thread can never inherit
+    the messages of a deleted one's room.
+    """
+
+    __tablename__ = "support_thread"
+    __table_args__ = (
+        Index("ix_support_thread_status_updated_at", "status", "updated_at"),
+        {**MYSQL_TABLE_ARGS, "sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    open_for: Mapped[int | None] = mapped_column(Integer, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    last_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The newest message by id (messages are stored with the thread's change)."""
+    answered_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    closed_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

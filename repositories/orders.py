@@ -11,8 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound
 from repositories.models import Goods, Order, User
+from schemas.text import Text
 
 ORDER_STATUSES = ("placed", "cancelled")
+CANCELLED_REVIEW = Text("a cancelled order cannot be reviewed")
+
+
+def order_not_found(order_id: int | str) -> NotFound:
+    """The refusal of an order that does not exist (or is not the caller's)."""
+    return NotFound(Text("order {id} does not exist", id=order_id), code="order_not_found")
 
 
 class OrderRepository:
@@ -29,7 +36,7 @@ class OrderRepository:
         """The goods item with this id, or NotFound."""
         goods = await self.session.get(Goods, goods_id)
         if goods is None:
-            raise NotFound(f"goods {goods_id} does not exist", code="goods_not_found")
+            raise NotFound(Text("goods {id} does not exist", id=goods_id), code="goods_not_found")
         return goods
 
     async def get_goods_by_name(self, name: str) -> Goods | None:
@@ -47,7 +54,7 @@ class OrderRepository:
         """The order with this id, or NotFound."""
         order = await self.session.get(Order, order_id)
         if order is None:
-            raise NotFound(f"order {order_id} does not exist", code="order_not_found")
+            raise order_not_found(order_id)
         return order
 
     async def get_owned(self, order_id: int, user_id: int) -> tuple[Order, Goods]:
@@ -60,7 +67,7 @@ class OrderRepository:
         )
         row = (await self.session.execute(query)).first()
         if row is None:
-            raise NotFound(f"order {order_id} does not exist", code="order_not_found")
+            raise order_not_found(order_id)
         order, goods = row
         return order, goods
 
@@ -116,7 +123,10 @@ class OrderRepository:
         result = cast(CursorResult[Any], await self.session.execute(statement))
         order, goods = await self.get_owned(order_id, user_id)
         if result.rowcount == 0:
-            raise Conflict(f"order {order_id} is already cancelled", code="order_already_cancelled")
+            raise Conflict(
+                Text("order {id} is already cancelled", id=order_id),
+                code="order_already_cancelled",
+            )
         await self.session.refresh(order, ["status"])
         return order, goods
 
@@ -168,9 +178,9 @@ class OrderRepository:
         if result.rowcount == 0:
             await self.session.refresh(order, ["status", "review"])
             if order.status == "cancelled":
-                raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
+                raise Conflict(CANCELLED_REVIEW, code="order_cancelled")
             raise Conflict(
-                'the order already has a review; send "replace": true to replace it',
+                Text('the order already has a review; send "replace": true to replace it'),
                 code="already_reviewed",
             )
         await self.session.refresh(order, ["status", "review"])

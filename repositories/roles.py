@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import Conflict, NotFound
 from repositories.models import Menu, Role, role_menu, role_permission
+from schemas.text import Text
 
 ROLE_FIELDS = ("name", "description")
 
@@ -25,7 +26,7 @@ class RoleRepository:
         """The role with this id, or NotFound."""
         role = await self.session.get(Role, role_id)
         if role is None:
-            raise NotFound(f"role {role_id} does not exist", code="role_not_found")
+            raise NotFound(Text("role {id} does not exist", id=role_id), code="role_not_found")
         return role
 
     async def get_by_name(self, name: str) -> Role | None:
@@ -41,7 +42,7 @@ class RoleRepository:
     ) -> Role:
         """Create a role; a taken name is a Conflict."""
         if await self.get_by_name(name) is not None:
-            raise Conflict(f"a role named {name!r} exists", code="role_name_taken")
+            raise Conflict(_name_taken(name), code="role_name_taken")
         role = Role(name=name, description=description, description_key=description_key)
         self.session.add(role)
         await self.session.flush()
@@ -55,7 +56,7 @@ class RoleRepository:
         role = await self.get(role_id)
         renamed = "name" in changes and changes["name"] != role.name
         if renamed and await self.get_by_name(changes["name"]) is not None:
-            raise Conflict(f"a role named {changes['name']!r} exists", code="role_name_taken")
+            raise Conflict(_name_taken(changes["name"]), code="role_name_taken")
         if "description" in changes and changes["description"] != role.description:
             role.description_key = None  # an admin's own words, shown as typed from now on
         for name, value in changes.items():
@@ -99,7 +100,13 @@ class RoleRepository:
             )
             missing = wanted - found
             if missing:
-                raise NotFound(f"menus do not exist: {sorted(missing)}", code="menu_not_found")
+                raise NotFound(
+                    Text(
+                        "menus do not exist: {ids}",
+                        ids=", ".join(str(menu_id) for menu_id in sorted(missing)),
+                    ),
+                    code="menu_not_found",
+                )
         current = await self.menu_ids(role_id)
         if current - wanted:
             await self.session.execute(
@@ -161,3 +168,7 @@ class RoleRepository:
             )
         await self.session.flush()
         return wanted
+
+
+def _name_taken(name: str) -> Text:
+    return Text("a role named '{name}' exists", name=name)

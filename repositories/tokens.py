@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from repositories.errors import NotFound
 from repositories.models import AuthToken, utcnow
+from schemas.text import Text
 
 
 class TokenRepository:
@@ -47,7 +48,9 @@ class TokenRepository:
             select(AuthToken).where(AuthToken.id == token_id, AuthToken.user_id == user_id)
         )
         if token is None:
-            raise NotFound(f"session {token_id} does not exist", code="session_not_found")
+            raise NotFound(
+                Text("session {id} does not exist", id=token_id), code="session_not_found"
+            )
         return token
 
     async def list_live(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from repositories.errors import Conflict, NotFound
 from repositories.locks import hold
 from repositories.models import Role, User, user_role
+from schemas.text import Text
 
 PROFILE_FIELDS = (
     "name",
@@ -33,7 +34,7 @@ class UserRepository:
         """The user with this id, or NotFound."""
         user = await self.session.get(User, user_id)
         if user is None:
-            raise NotFound(f"user {user_id} does not exist", code="user_not_found")
+            raise NotFound(Text("user {id} does not exist", id=user_id), code="user_not_found")
         return user
 
     async def get_by_name(self, name: str) -> User | None:
@@ -67,7 +68,7 @@ class UserRepository:
     ) -> User:
         """Create an account; a taken name is a Conflict."""
         if await self.get_by_name(name) is not None:
-            raise Conflict(f"the name {name!r} is taken", code="name_taken")
+            raise Conflict(Text("the name “{name}” is taken", name=name), code="name_taken")
         user = User(
             name=name,
             password_hash=password_hash,
@@ -88,7 +89,9 @@ class UserRepository:
         user = await self.get(user_id)
         renamed = "name" in changes and changes["name"] != user.name
         if renamed and await self.get_by_name(changes["name"]) is not None:
-            raise Conflict(f"the name {changes['name']!r} is taken", code="name_taken")
+            raise Conflict(
+                Text("the name “{name}” is taken", name=changes["name"]), code="name_taken"
+            )
         if changes.get("is_superuser") is False or changes.get("is_active") is False:
             # Two superusers demoting each other at once: the lock makes the second count see
             # the first one's demotion, so one of them is refused.
@@ -100,7 +103,9 @@ class UserRepository:
             and (changes.get("is_superuser") is False or changes.get("is_active") is False)
         )
         if removes_superuser and await self.count_active_superusers() <= 1:
-            raise Conflict("the last active superuser cannot be removed", code="last_superuser")
+            raise Conflict(
+                Text("the last active superuser cannot be removed"), code="last_superuser"
+            )
         for name, value in changes.items():
             setattr(user, name, value)
         await self.session.flush()
@@ -161,7 +166,10 @@ class UserRepository:
             )
             missing = wanted - found
             if missing:
-                raise NotFound(f"roles do not exist: {sorted(missing)}", code="role_not_found")
+                raise NotFound(
+                    Text("roles do not exist: {ids}", ids=", ".join(map(str, sorted(missing)))),
+                    code="role_not_found",
+                )
         current = await self.role_ids(user_id)
         if current - wanted:
             await self.session.execute(

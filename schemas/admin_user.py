@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
+from schemas.text import Text
 from schemas.user import UserRead
 
 RoleId = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -24,10 +25,10 @@ class UserStatusUpdate(RequestSchema):
     @model_validator(mode="after")
     def _something_to_change(self) -> UserStatusUpdate:
         if not self.model_fields_set:
-            raise ValueError("give is_active or is_superuser")
+            raise ValueError(Text("give is_active or is_superuser"))
         for name in self.model_fields_set:
             if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
+                raise ValueError(Text("{name} cannot be null", name=name))
         return self
 
 

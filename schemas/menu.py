@@ -9,19 +9,20 @@ from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
 from schemas.permission import PermissionCode
+from schemas.text import Text
 
 
 def _single_line(value: str) -> str:
     if not value.strip() or not value.isprintable():
-        raise ValueError("must be printable text on one line")
+        raise ValueError(Text("must be printable text on one line"))
     return value
 
 
 def _local_path(value: str) -> str:
     if not value.startswith("/") or value.startswith("//") or "\\" in value:
-        raise ValueError("must be a local path starting with / (not //)")
+        raise ValueError(Text("must be a local path starting with / (not //)"))
     if any(char.isspace() or not char.isprintable() for char in value):
-        raise ValueError("must not contain spaces or control characters")
+        raise ValueError(Text("must not contain spaces or control characters"))
     return value
 
 
@@ -89,9 +90,9 @@ class MenuUpdate(RequestSchema):
     def _required_fields_stay_set(self) -> MenuUpdate:
         for name in ("title", "sort", "visible", "audience"):
             if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
+                raise ValueError(Text("{name} cannot be null", name=name))
         if not self.model_fields_set:
-            raise ValueError("give at least one field to change")
+            raise ValueError(Text("give at least one field to change"))
         return self
 
 

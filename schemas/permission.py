@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import Schema
+from schemas.text import Text
 from server.permissions import PERMISSIONS, is_permission
 
 
 def _registered(value: str) -> str:
     if not is_permission(value):
-        raise ValueError(f"unknown permission {value!r}; see GET /api/permissions")
+        raise ValueError(Text("unknown permission '{code}'; see GET /api/permissions", code=value))
     return value
 
 
@@ -29,8 +30,11 @@ class PermissionRead(Schema):
     """One permission: its code and what it allows."""
 
     code: str
-    meaning: str
-    meaning_zh: str
+    meaning: str = Field(description="What it allows, in the caller's language.")
+    meaning_zh: str = Field(
+        description="What it allows, in Chinese whatever the caller's language (kept for "
+        "clients written before `meaning` followed the caller's language; prefer `meaning`)."
+    )
 
 
 class PermissionList(Schema):

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from schemas.common import RequestSchema, Schema
+from schemas.text import Text
 from schemas.user import Password
 
 MAX_EMAIL_LENGTH = 254
@@ -30,18 +31,33 @@ EMAIL_PATTERN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[a-z]{{2,63}}
 (matched against the lower-cased address with ``fullmatch``)."""
 LINK_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{20,128}$"  # noqa: S105 - a pattern, not a secret
 """What a link token looks like (``secrets.token_urlsafe``)."""
+NOT_AN_EMAIL = Text("must be an email address such as name@example.com")
 
 
 def normalise_email(value: str) -> str:
-    """The canonical form of an address (stripped, lower-cased), or ValueError saying why not."""
+    """The canonical form of an address (stripped, lower-cased), or ValueError saying why not
+    (its argument a ``Text``: ``email_problem`` reads it)."""
     address = value.strip().lower()
     if len(address) > MAX_EMAIL_LENGTH:
-        raise ValueError(f"must be at most {MAX_EMAIL_LENGTH} characters")
+        raise ValueError(
+            Text("must be at most {max_length} characters", max_length=MAX_EMAIL_LENGTH)
+        )
     if not address.isascii() or EMAIL_PATTERN.fullmatch(address) is None:
-        raise ValueError("must be an email address such as name@example.com")
+        raise ValueError(NOT_AN_EMAIL)
     if len(address.partition("@")[0]) > MAX_LOCAL_LENGTH:
-        raise ValueError(f"the part before @ must be at most {MAX_LOCAL_LENGTH} characters")
+        raise ValueError(
+            Text(
+                "the part before @ must be at most {max_length} characters",
+                max_length=MAX_LOCAL_LENGTH,
+            )
+        )
     return address
+
+
+def email_problem(error: ValueError) -> Text:
+    """Why ``normalise_email`` refused an address, as the ``Text`` it raised."""
+    reason = error.args[0] if error.args else None
+    return reason if isinstance(reason, Text) else NOT_AN_EMAIL
 
 
 def _normalised(value: object) -> object:
@@ -98,11 +114,14 @@ class EmailRead(Schema):
     email_verified: bool
 
 
+RESET_MAYBE_SENT = Text("if an account has this verified address, a reset link is on its way")
+"""What every reset request is told (the handler sends it in the reader's language)."""
+
+
 class Accepted(Schema):
     """A request taken in whose outcome is not told (a reset link, if the address is known)."""
 
     msg: Literal["accepted"] = "accepted"
     detail: str = Field(
-        default="if an account has this verified address, a reset link is on its way",
-        description="The same for every address, known or not.",
+        description="The same sentence for every address, known or not, in the reader's language."
     )

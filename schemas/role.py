@@ -10,6 +10,7 @@ from pydantic.json_schema import WithJsonSchema
 from schemas.common import RequestSchema, Schema
 from schemas.menu import MenuId
 from schemas.permission import PermissionCode
+from schemas.text import Text
 
 RoleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 RoleDescription = Annotated[str, Field(max_length=255)]
@@ -35,9 +36,9 @@ class RoleUpdate(RequestSchema):
     @model_validator(mode="after")
     def _something_to_change(self) -> RoleUpdate:
         if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
+            raise ValueError(Text("{name} cannot be null", name="name"))
         if not self.model_fields_set:
-            raise ValueError("give name or description")
+            raise ValueError(Text("give name or description"))
         return self
 
 

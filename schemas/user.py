@@ -12,6 +12,7 @@ from pydantic.json_schema import WithJsonSchema
 
 from schemas.common import RequestSchema, Schema
 from schemas.menu import MenuTreeNode
+from schemas.text import Text
 from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 MOBILE_PATTERN = r"^(?:1[3-9][0-9]{9}|\+[1-9][0-9]{6,14})$"
@@ -20,17 +21,20 @@ MOBILE_PATTERN = r"^(?:1[3-9][0-9]{9}|\+[1-9][0-9]{6,14})$"
 
 
 NAME_RULE = "printable characters, without leading or trailing spaces"
+"""How the OpenAPI document describes a name (the refusal itself is a translated ``Text``)."""
 
 
 def _printable_name(value: str) -> str:
     if not value.isprintable() or value != value.strip():
-        raise ValueError(f"must be {NAME_RULE}")
+        raise ValueError(Text("must be printable characters, without leading or trailing spaces"))
     return value
 
 
 def _mobile_number(value: str) -> str:
     if re.fullmatch(MOBILE_PATTERN, value) is None:
-        raise ValueError("must be an 11-digit Chinese mobile number or an E.164 number (+...)")
+        raise ValueError(
+            Text("must be an 11-digit Chinese mobile number or an E.164 number (+...)")
+        )
     return value
 
 
@@ -117,9 +121,9 @@ class ProfileUpdate(RequestSchema):
     @model_validator(mode="after")
     def _name_cannot_be_cleared(self) -> ProfileUpdate:
         if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
+            raise ValueError(Text("name cannot be null"))
         if not self.model_fields_set:
-            raise ValueError("give at least one of name, mobile, city")
+            raise ValueError(Text("give at least one of name, mobile, city"))
         return self
 
 

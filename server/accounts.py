@@ -28,6 +28,7 @@ from repositories.models import AuthToken, Role, User, utcnow
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
+from schemas.text import Text, ntext
 from server.invalidation import Event
 from server.logins import Login
 from server.security.policy import password_problems
@@ -48,20 +49,31 @@ class InvalidCredentials(DomainError):
     status = 401
 
     def __init__(self) -> None:
-        super().__init__("wrong name or password")
+        super().__init__(Text("wrong name or password"))
 
 
 class Throttled(DomainError):
-    """Refused for a while (429 with ``Retry-After``); the message says when to try again."""
+    """Refused for a while (429 with ``Retry-After``); the message says when to try again.
+
+    Each kind words its own whole sentence (``wait_message``), so a translation can order the
+    reason and the wait as its language does."""
 
     status = 429
 
-    def __init__(self, what: str, retry_after: float) -> None:
+    def __init__(self, retry_after: float) -> None:
         seconds = retry_after_header(retry_after)
-        unit = "second" if seconds == "1" else "seconds"
-        super().__init__(f"{what}; try again in {seconds} {unit}")
+        super().__init__(self.wait_message(int(seconds)))
         self.retry_after = retry_after
         self.headers["Retry-After"] = seconds
+
+    @staticmethod
+    def wait_message(seconds: int) -> Text:
+        """Why, and in how many ``seconds`` to try again."""
+        return ntext(
+            "too many requests; try again in {count} second",
+            "too many requests; try again in {count} seconds",
+            seconds,
+        )
 
 
 class TooManyAttempts(Throttled):
@@ -69,8 +81,14 @@ class TooManyAttempts(Throttled):
 
     code = "too_many_attempts"
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many failed logins", retry_after)
+    @staticmethod
+    def wait_message(seconds: int) -> Text:
+        """See Throttled."""
+        return ntext(
+            "too many failed logins; try again in {count} second",
+            "too many failed logins; try again in {count} seconds",
+            seconds,
+        )
 
 
 class TooManySignups(Throttled):
@@ -78,8 +96,14 @@ class TooManySignups(Throttled):
 
     code = "too_many_signups"
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many accounts registered from this address", retry_after)
+    @staticmethod
+    def wait_message(seconds: int) -> Text:
+        """See Throttled."""
+        return ntext(
+            "too many accounts registered from this address; try again in {count} second",
+            "too many accounts registered from this address; try again in {count} seconds",
+            seconds,
+        )
 
 
 class WeakPassword(Unprocessable):
@@ -87,8 +111,8 @@ class WeakPassword(Unprocessable):
 
     code = "weak_password"
 
-    def __init__(self, field: str, problems: Sequence[str]) -> None:
-        super().__init__("the password does not meet the policy")
+    def __init__(self, field: str, problems: Sequence[Text]) -> None:
+        super().__init__(Text("the password does not meet the policy"))
         self.field = field
         self.problems = tuple(problems)
 
@@ -99,7 +123,7 @@ class WrongPassword(Forbidden):
     code = "wrong_password"
 
     def __init__(self, field: str) -> None:
-        super().__init__("the current password is wrong")
+        super().__init__(Text("the current password is wrong"))
         self.field = field
 
 
@@ -110,7 +134,7 @@ class LoginRequired(DomainError):
     status = 401
 
     def __init__(self) -> None:
-        super().__init__("log in first")
+        super().__init__(Text("log in first"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +300,9 @@ class Accounts:
         login = self._login()
         token = await self.tokens.get_for_user(session_id, login.principal.user_id)
         if token.revoked_at is not None:
-            raise NotFound(f"session {session_id} does not exist", code="session_not_found")
+            raise NotFound(
+                Text("session {id} does not exist", id=session_id), code="session_not_found"
+            )
         await self.tokens.revoke(token.id)
         await self._audit(
             "session_revoked",

@@ -35,6 +35,7 @@ from repositories.models import Menu, Role, User
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from server.invalidation import Event
 from server.permissions import ADMIN_PERMISSIONS, PERMISSIONS
 from server.principal import Principal
@@ -47,7 +48,7 @@ class Refused(Forbidden):
     """A change beyond the actor's grants: 403 with a specific code, audited as
     ``admin_refused`` even though the change itself is rolled back."""
 
-    def __init__(self, message: str, *, code: str, attempted: str) -> None:
+    def __init__(self, message: Text, *, code: str, attempted: str) -> None:
         super().__init__(message, code=code)
         self.audit_action = REFUSED_ACTION
         self.audit_detail = f"{code}: {attempted}"[:255]
@@ -92,7 +93,13 @@ class Admin:
         ceiling = await self.ceiling()
         permission = fields.get("permission")
         if permission is not None and not ceiling.holds(permissions=[permission]):
-            raise self._beyond_ceiling(f"create a menu needing {permission}")
+            raise self._beyond_ceiling(
+                f"create a menu needing {permission}",
+                Text(
+                    "you can only grant what you hold yourself: a menu needing {permission}",
+                    permission=permission,
+                ),
+            )
         menu = await self.menus.add(**fields)
         await self._audit("menu_created", f"menu {menu.id} {menu.title!r}")
         self.events.append(Event("menus"))
@@ -106,7 +113,14 @@ class Admin:
             current = (await self.menus.get(menu_id)).permission
             named = {code for code in (current, changes["permission"]) if code is not None}
             if not ceiling.holds(permissions=named):
-                raise self._beyond_ceiling(f"change menu {menu_id}'s permission")
+                raise self._beyond_ceiling(
+                    f"change menu {menu_id}'s permission",
+                    Text(
+                        "you can only grant what you hold yourself: menu {id} names or would "
+                        "name a permission you do not hold",
+                        id=menu_id,
+                    ),
+                )
         async with self._keeping_own_access():
             menu = await self.menus.update(menu_id, changes)
         await self._audit("menu_updated", f"menu {menu_id}: {', '.join(sorted(changes))}")
@@ -133,7 +147,11 @@ class Admin:
 
     async def update_role(self, role_id: int, changes: dict[str, Any]) -> Role:
         """Rename or describe a role the actor holds all of."""
-        await self._require_whole_role(role_id, "change")
+        await self._require_whole_role(
+            role_id,
+            "change",
+            Text("you can only change a role whose every grant you hold: role {id}", id=role_id),
+        )
         role = await self.roles.update(role_id, changes)
         await self._audit("role_updated", f"role {role_id}: {', '.join(sorted(changes))}")
         self.events.append(Event("roles"))
@@ -141,7 +159,11 @@ class Admin:
 
     async def delete_role(self, role_id: int) -> None:
         """Delete a role the actor holds all of; its holders lose its grants."""
-        await self._require_whole_role(role_id, "delete")
+        await self._require_whole_role(
+            role_id,
+            "delete",
+            Text("you can only delete a role whose every grant you hold: role {id}", id=role_id),
+        )
         async with self._keeping_own_access():
             await self.roles.delete(role_id)
         await self._audit("role_deleted", f"role {role_id}")
@@ -149,23 +171,52 @@ class Admin:
 
     async def set_role_menus(self, role_id: int, menu_ids: Iterable[int]) -> set[int]:
         """Replace the menus a role grants, all of which the actor must hold."""
-        ceiling = await self._require_whole_role(role_id, "change the menus of")
+        ceiling = await self._require_whole_role(
+            role_id,
+            "change the menus of",
+            Text(
+                "you can only change the menus of a role whose every grant you hold: role {id}",
+                id=role_id,
+            ),
+        )
         async with self._keeping_own_access():
             granted = await self.roles.set_menus(role_id, menu_ids)
         if not ceiling.holds(menu_ids=granted):
             missing = sorted(granted - ceiling.menu_ids)
-            raise self._beyond_ceiling(f"grant menus {missing} to role {role_id}")
+            raise self._beyond_ceiling(
+                f"grant menus {missing} to role {role_id}",
+                Text(
+                    "you can only grant what you hold yourself: menus {menus} to role {id}",
+                    menus=", ".join(str(menu_id) for menu_id in missing),
+                    id=role_id,
+                ),
+            )
         await self._audit("role_menus_set", f"role {role_id}: menus {sorted(granted)}"[:255])
         self.events.append(Event("menus"))
         return granted
 
     async def set_role_permissions(self, role_id: int, permissions: Iterable[str]) -> set[str]:
         """Replace the permissions a role grants, all of which the actor must hold."""
-        ceiling = await self._require_whole_role(role_id, "change the permissions of")
+        ceiling = await self._require_whole_role(
+            role_id,
+            "change the permissions of",
+            Text(
+                "you can only change the permissions of a role whose every grant you hold: "
+                "role {id}",
+                id=role_id,
+            ),
+        )
         wanted = set(permissions)
         if not ceiling.holds(permissions=wanted):
             missing = sorted(wanted - ceiling.permissions)
-            raise self._beyond_ceiling(f"grant {', '.join(missing)} to role {role_id}")
+            raise self._beyond_ceiling(
+                f"grant {', '.join(missing)} to role {role_id}",
+                Text(
+                    "you can only grant what you hold yourself: {permissions} to role {id}",
+                    permissions=", ".join(missing),
+                    id=role_id,
+                ),
+            )
         async with self._keeping_own_access():
             granted = await self.roles.set_permissions(role_id, wanted)
         await self._audit(
@@ -184,7 +235,7 @@ class Admin:
         """
         if "is_superuser" in changes and not (await self.ceiling()).superuser:
             raise Refused(
-                "only a superuser can change superuser status",
+                Text("only a superuser can change superuser status"),
                 code="superuser_required",
                 attempted=f"change superuser status of user {user_id}",
             )
@@ -216,7 +267,14 @@ class Admin:
                 if not ceiling.holds(permissions.get(role_id, ()), menus.get(role_id, ()))
             )
             if beyond:
-                raise self._beyond_ceiling(f"give or take roles {beyond} of user {user_id}")
+                raise self._beyond_ceiling(
+                    f"give or take roles {beyond} of user {user_id}",
+                    Text(
+                        "you can only grant what you hold yourself: roles {roles} of user {id}",
+                        roles=", ".join(str(role_id) for role_id in beyond),
+                        id=user_id,
+                    ),
+                )
         await self._audit("user_roles_set", f"user {user_id}: roles {sorted(held)}"[:255])
         self.events.append(Event("user", str(user_id)))
         return held
@@ -252,8 +310,9 @@ class Admin:
         """The administration permissions the actor holds according to the database now."""
         return set((await self.ceiling()).effective_permissions() & ADMIN_PERMISSIONS)
 
-    async def _require_whole_role(self, role_id: int, verb: str) -> Ceiling:
-        """The actor's ceiling, once it is known to hold every grant of role ``role_id``."""
+    async def _require_whole_role(self, role_id: int, verb: str, refusal: Text) -> Ceiling:
+        """The actor's ceiling, once it is known to hold every grant of role ``role_id``
+        (otherwise ``Refused`` with ``refusal``; ``verb`` words the audit entry)."""
         ceiling = await self.ceiling()
         await self.roles.get(role_id)
         if ceiling.superuser:
@@ -261,7 +320,7 @@ class Admin:
         permissions = await self.roles.permissions(role_id)
         menu_ids = await self.roles.menu_ids(role_id)
         if not ceiling.holds(permissions, menu_ids):
-            raise self._beyond_ceiling(f"{verb} role {role_id}")
+            raise self._beyond_ceiling(f"{verb} role {role_id}", refusal)
         return ceiling
 
     async def _require_outranking(self, user_id: int, verb: str) -> Ceiling:
@@ -273,26 +332,26 @@ class Admin:
             return ceiling
         if target.is_superuser:
             raise Refused(
-                "only a superuser can change a superuser",
+                Text("only a superuser can change a superuser"),
                 code="superuser_required",
                 attempted=f"{verb} superuser {user_id}",
             )
         held = await self.roles.permissions_granted_to_roles(await self.users.role_ids(user_id))
         if not held <= ceiling.permissions:
             raise Refused(
-                "this user holds permissions you do not: "
-                + ", ".join(sorted(held - ceiling.permissions)),
+                Text(
+                    "this user holds permissions you do not: {permissions}",
+                    permissions=", ".join(sorted(held - ceiling.permissions)),
+                ),
                 code="user_outranks_you",
                 attempted=f"{verb} user {user_id}",
             )
         return ceiling
 
-    def _beyond_ceiling(self, attempted: str) -> Refused:
-        return Refused(
-            "you can only grant what you hold yourself: " + attempted,
-            code="grant_ceiling",
-            attempted=attempted,
-        )
+    def _beyond_ceiling(self, attempted: str, message: Text) -> Refused:
+        """A ``grant_ceiling`` refusal: ``message`` for the reader, ``attempted`` (English, like
+        every audit detail) for the log."""
+        return Refused(message, code="grant_ceiling", attempted=attempted)
 
     def _keeping_own_access(self) -> _OwnAccessGuard:
         return _OwnAccessGuard(self)
@@ -328,7 +387,9 @@ class _OwnAccessGuard:
         lost = self.before - await self.admin.admin_permissions()
         if lost:
             raise Conflict(
-                "this change would remove your own administration permissions: "
-                + ", ".join(sorted(lost)),
+                Text(
+                    "this change would remove your own administration permissions: {permissions}",
+                    permissions=", ".join(sorted(lost)),
+                ),
                 code="own_admin_access",
             )

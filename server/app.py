@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from tornado.web import Application, RequestHandler
 
@@ -12,14 +11,11 @@ from server.i18n import load_catalogs
 from server.logs import REQUEST_FIELD
 from server.permissions import PUBLIC, requires
 from server.realtime.websocket import MAX_FRAME_BYTES, PING_INTERVAL, open_sockets
+from server.resources import STATIC_DIR, TEMPLATE_DIR
 from server.routes import build_routes, file_routes
 from server.services import Services
 from server.settings import Settings
 from server.ui_modules import UI_MODULES
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = PROJECT_DIR / "templates"
-STATIC_DIR = PROJECT_DIR / "static"
 
 access_log = logging.getLogger("mservices.access")
 

@@ -31,6 +31,7 @@ from server.permissions import (
     ORDERS_USE,
     PERMISSIONS,
     ROLES_VIEW,
+    SUPPORT_ANSWER,
     USERS_VIEW,
 )
 from server.security.passwords import PasswordHasher
@@ -69,11 +70,12 @@ DEMO_ROLES = {
 DEMO_PERMISSIONS: dict[str, frozenset[str]] = {
     ANONYMOUS_ROLE: frozenset(),
     "admin": frozenset(PERMISSIONS),
-    "agent": frozenset({CHAT_USE, ORDERS_USE, ORDERS_LOOKUP}),
+    "agent": frozenset({CHAT_USE, ORDERS_USE, ORDERS_LOOKUP, SUPPORT_ANSWER}),
     "customer": frozenset({CHAT_USE, ORDERS_USE}),
 }
-"""What each demo role may do: a customer chats and orders, an agent also looks up orders, the
-admin role administers (it holds every permission)."""
+"""What each demo role may do: a customer chats and orders, an agent also looks up orders and
+answers every customer's support conversation, the admin role administers (it holds every
+permission)."""
 
 DEMO_MENUS = (
     DemoMenu("首页", Text("Home"), "/", (ANONYMOUS_ROLE, "admin", "agent", "customer")),

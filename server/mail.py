@@ -14,6 +14,10 @@ recipient and the link, so a developer can follow it (and an operator sees that 
 Mail is sent after the request's transaction commits, in the background, so the response time
 never depends on the mail server (and cannot tell whether an address has an account); a
 failure is logged, never shown to the requester.
+
+A message is written in its recipient's language (``compose``): the account's chosen language,
+else that of the request that caused it; the caller decides and says so explicitly, since the
+mail leaves long after that request's locale is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from schemas.text import Text
+from server.i18n import DEFAULT_LANGUAGE, locale_for, translate
 from server.settings import Settings
 
 log = logging.getLogger("mservices.mail")
@@ -37,12 +43,27 @@ DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 @dataclass(frozen=True, slots=True)
 class Mail:
-    """One message: to whom, about what, and the link it carries."""
+    """One message: to whom, about what, the link it carries, and the language it is written
+    in (one of ``server.i18n.LANGUAGES``)."""
 
     to: str
     subject: str
     text: str
     link: str
+    language: str = DEFAULT_LANGUAGE
+
+
+def compose(*, to: str, subject: Text, text: Text, link: str, language: str) -> Mail:
+    """A message written in ``language``: the recipient's, which the caller chose (the account's
+    language when set, else that of the request that caused the mail)."""
+    locale = locale_for(language)
+    return Mail(
+        to=to,
+        subject=translate(locale, subject),
+        text=translate(locale, text),
+        link=link,
+        language=locale.code,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +116,8 @@ class Mailer:
         message["Subject"] = mail.subject
         message["Message-ID"] = make_msgid(domain="mservices")
         message.set_content(mail.text)
+        # After set_content, which clears every Content-* header.
+        message["Content-Language"] = mail.language.replace("_", "-")
         return message
 
     async def send(self, mail: Mail) -> None:

@@ -3,8 +3,9 @@ cached and invalidated on every menu, role or grant change."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from repositories.menus import MenuNode, MenuRepository, link_tree
 from repositories.roles import RoleRepository
 from schemas.menu import MenuTreeNode
+from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, locale_for
 from server.invalidation import Event
 from server.permissions import LOGIN, PUBLIC
 from server.principal import Principal
@@ -49,21 +51,53 @@ def granted_tree(nodes: Sequence[MenuNode], granted_ids: Iterable[int] | None) -
 TREE_JSON = TypeAdapter(list[MenuTreeNode])
 
 
+def translated_tree(nodes: Sequence[MenuNode], language: str) -> list[MenuNode]:
+    """A copy of the forest ``nodes`` with each built-in menu's title in ``language`` (menus an
+    admin typed keep their title). Iterative: the depth is the data's."""
+    translate = locale_for(language).translate
+    copies: dict[int, MenuNode] = {}
+
+    def copy(node: MenuNode) -> MenuNode:
+        title = translate(node.title_key) if node.title_key else node.title
+        copies[id(node)] = replace(node, title=title, children=[])
+        return copies[id(node)]
+
+    roots = [copy(node) for node in nodes]
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        parent = copies[id(node)]
+        parent.children.extend(copy(child) for child in node.children)
+        stack.extend(node.children)
+    return roots
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What one role set may see and do: the visible tree (also as JSON, encoded once per
-    cache fill rather than on every request) and the permissions held."""
+    """What one role set may see and do: the visible tree (also as JSON in each language,
+    encoded once per cache fill rather than on every request) and the permissions held."""
 
     tree: list[MenuNode]
     permissions: frozenset[str] | None
     """The permission codes held; None means every one (a superuser)."""
-    tree_json: bytes = b"[]"
+    tree_json: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    """The tree as ``MenuTreeNode`` JSON by language: built-in titles translated."""
 
     @classmethod
     def of(cls, tree: list[MenuNode], permissions: frozenset[str] | None) -> Access:
-        """An Access with its tree encoded as ``MenuTreeNode`` JSON."""
-        encoded = TREE_JSON.dump_json(TREE_JSON.validate_python(tree, from_attributes=True))
-        return cls(tree=tree, permissions=permissions, tree_json=encoded)
+        """An Access with its tree encoded as ``MenuTreeNode`` JSON in every language."""
+        encoded = {
+            language: TREE_JSON.dump_json(
+                TREE_JSON.validate_python(translated_tree(tree, language), from_attributes=True)
+            )
+            for language in LANGUAGES
+        }
+        return cls(tree=tree, permissions=permissions, tree_json=MappingProxyType(encoded))
+
+    def tree_json_in(self, language: str) -> bytes:
+        """The tree's JSON with built-in titles in ``language`` (the default language's for
+        one not spoken)."""
+        return self.tree_json.get(language) or self.tree_json.get(DEFAULT_LANGUAGE, b"[]")
 
     def permits(self, need: str) -> bool:
         """True when ``need`` (a permission code, or ``PUBLIC``/``LOGIN``) is met by a caller
@@ -95,9 +129,12 @@ class MenuAccess:
         if event.kind in ("menus", "roles", "all"):
             self.invalidate()
 
-    async def tree_json_for(self, principal: Principal | None) -> bytes:
-        """The tree ``principal`` sees, as JSON (a list of ``MenuTreeNode``)."""
-        return (await self.access_for(principal)).tree_json
+    async def tree_json_for(
+        self, principal: Principal | None, language: str = DEFAULT_LANGUAGE
+    ) -> bytes:
+        """The tree ``principal`` sees, as JSON (a list of ``MenuTreeNode``), built-in menus'
+        titles in ``language``."""
+        return (await self.access_for(principal)).tree_json_in(language)
 
     async def tree_for(self, principal: Principal | None) -> list[MenuNode]:
         """The tree ``principal`` sees: all for a superuser, anonymous grants for None."""

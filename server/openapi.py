@@ -54,6 +54,9 @@ class Operation:
     query: type[BaseModel] | None = None
     """The query-string model the handler parses with ``BaseHandler.query`` (documented as
     ``in: query`` parameters; a bad or repeated one is 422)."""
+    also: tuple[tuple[int, type[BaseModel]], ...] = ()
+    """Other successful answers, as (status, model): ``POST /user`` registers (201) or, for the
+    seed's clients, logs in (200)."""
 
 
 def openapi_path(pattern: str) -> tuple[str, list[dict[str, Any]]]:
@@ -134,6 +137,7 @@ def build_openapi(
             need = requirement.for_method(method)
             documented.append((path, parameters, method.lower(), operation, need))
             models.add((operation.response, "serialization"))
+            models.update((model, "serialization") for _status, model in operation.also)
             if operation.request is not None:
                 models.add((operation.request, "validation"))
     keyed, definitions = models_json_schema(
@@ -190,6 +194,11 @@ def _operation(
             },
         }
     }
+    for status, model in operation.also:
+        responses[str(status)] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/json": {"schema": keyed[(model, "serialization")]}},
+        }
     for status in sorted(statuses):
         responses[str(status)] = {
             "description": HTTPStatus(status).phrase,

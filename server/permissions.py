@@ -17,14 +17,16 @@ from typing import Any, Final
 from tornado.routing import Rule
 from tornado.web import RequestHandler, url
 
+from schemas.text import Text
+
 
 @dataclass(frozen=True, slots=True)
 class Permission:
-    """A named right a role can grant, with a one-line meaning in each language."""
+    """A named right a role can grant, with what it allows as a one-line ``Text`` (shown in
+    the reader's language; ``str(meaning)`` is the English)."""
 
     code: str
-    meaning: str
-    meaning_zh: str
+    meaning: Text
 
 
 MENUS_VIEW: Final = "menus.view"
@@ -40,41 +42,32 @@ ORDERS_USE: Final = "orders.use"
 ORDERS_LOOKUP: Final = "orders.lookup"
 DOWNLOADS_USE: Final = "downloads.use"
 CHAT_USE: Final = "chat.use"
+SUPPORT_ANSWER: Final = "support.answer"
 
 PERMISSIONS: Final[Mapping[str, Permission]] = MappingProxyType(
     {
         permission.code: permission
         for permission in (
-            Permission(MENUS_VIEW, "see every menu in the menu editor", "查看菜单管理中的全部菜单"),
+            Permission(MENUS_VIEW, Text("see every menu in the menu editor")),
+            Permission(MENUS_CHANGE, Text("create, edit, move and delete menus")),
+            Permission(ROLES_VIEW, Text("see roles and what they grant")),
             Permission(
-                MENUS_CHANGE, "create, edit, move and delete menus", "新建、编辑、移动和删除菜单"
+                ROLES_CHANGE, Text("create, edit and delete roles, and grant them what you hold")
             ),
-            Permission(ROLES_VIEW, "see roles and what they grant", "查看角色及其授权"),
+            Permission(USERS_VIEW, Text("see users, their status and roles")),
+            Permission(USERS_CHANGE, Text("activate and deactivate users (not superusers)")),
+            Permission(USERS_ASSIGN, Text("give users roles whose grants you hold yourself")),
+            Permission(SESSIONS_REVOKE, Text("end another user's sessions")),
+            Permission(AUDIT_VIEW, Text("read the audit log")),
+            Permission(ORDERS_USE, Text("see and act on your own orders")),
+            Permission(ORDERS_LOOKUP, Text("look up every user's orders")),
             Permission(
-                ROLES_CHANGE,
-                "create, edit and delete roles, and grant them what you hold",
-                "新建、编辑、删除角色，并把自己拥有的菜单和权限授予角色",
+                DOWNLOADS_USE, Text("have the server download files for you, within the quotas")
             ),
-            Permission(USERS_VIEW, "see users, their status and roles", "查看用户及其状态和角色"),
+            Permission(CHAT_USE, Text("chat over the WebSocket and the TCP door")),
             Permission(
-                USERS_CHANGE, "activate and deactivate users", "启用和停用用户（不含超级用户）"
-            ),
-            Permission(
-                USERS_ASSIGN,
-                "give users roles whose grants you hold yourself",
-                "为用户分配角色（只限自己拥有其全部授权的角色）",
-            ),
-            Permission(SESSIONS_REVOKE, "end another user's sessions", "结束其他用户的会话"),
-            Permission(AUDIT_VIEW, "read the audit log", "查看审计日志"),
-            Permission(ORDERS_USE, "see and act on your own orders", "查看和处理自己的订单"),
-            Permission(ORDERS_LOOKUP, "look up every user's orders", "查询所有用户的订单"),
-            Permission(
-                DOWNLOADS_USE,
-                "have the server download files for you, within the quotas",
-                "让服务器代为下载文件（受配额限制）",
-            ),
-            Permission(
-                CHAT_USE, "chat over the WebSocket and the TCP door", "使用聊天室（网页与 TCP）"
+                SUPPORT_ANSWER,
+                Text("read and answer every customer's support conversation, and close them"),
             ),
         )
     }

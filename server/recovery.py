@@ -38,10 +38,12 @@ from repositories.one_time_tokens import (
 )
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
+from schemas.text import Text, ntext
 from server.accounts import Accounts, Throttled, WeakPassword
+from server.i18n import DEFAULT_LANGUAGE, supported
 from server.invalidation import Event
 from server.logins import Login
-from server.mail import Mail
+from server.mail import Mail, compose
 from server.principal import Principal
 from server.security.policy import password_problems
 from server.security.tokens import hash_token, new_token
@@ -57,7 +59,7 @@ class InvalidLink(DomainError):
     status = 400
 
     def __init__(self) -> None:
-        super().__init__("this link is invalid, has expired or has already been used")
+        super().__init__(Text("this link is invalid, has expired or has already been used"))
 
 
 class NoEmail(Conflict):
@@ -66,7 +68,7 @@ class NoEmail(Conflict):
     code = "no_email"
 
     def __init__(self) -> None:
-        super().__init__("the account has no email address; set one first")
+        super().__init__(Text("the account has no email address; set one first"))
 
 
 class AlreadyVerified(Conflict):
@@ -75,7 +77,7 @@ class AlreadyVerified(Conflict):
     code = "email_already_verified"
 
     def __init__(self) -> None:
-        super().__init__("this email address is already verified")
+        super().__init__(Text("this email address is already verified"))
 
 
 class TooManyResetRequests(Throttled):
@@ -83,12 +85,21 @@ class TooManyResetRequests(Throttled):
 
     code = "too_many_reset_requests"
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many password reset requests from this address", retry_after)
+    @staticmethod
+    def wait_message(seconds: int) -> Text:
+        """See Throttled."""
+        return ntext(
+            "too many password reset requests from this address; try again in {count} second",
+            "too many password reset requests from this address; try again in {count} seconds",
+            seconds,
+        )
 
 
 class Recovery:
-    """Email verification and password reset for one client, within one transaction."""
+    """Email verification and password reset for one client, within one transaction.
+
+    ``language`` is the language of the request being served: mail goes out in the
+    recipient account's chosen language, else in that one."""
 
     def __init__(
         self,
@@ -96,11 +107,13 @@ class Recovery:
         services: Services,
         *,
         client_ip: str | None,
+        language: str = DEFAULT_LANGUAGE,
         clock: Clock = utcnow,
     ) -> None:
         self.session = session
         self.services = services
         self.client_ip = client_ip
+        self.language = language
         self.clock = clock
         self.events: list[Event] = []
         self.outbox: list[Mail] = []
@@ -170,14 +183,22 @@ class Recovery:
         token = await self._issue(user, RESET_PASSWORD, dt.timedelta(hours=hours), email=email)
         link = f"{self.services.settings.effective_public_url}/reset/{token}"
         self.outbox.append(
-            Mail(
+            compose(
                 to=email,
-                subject="mservices 重置密码",
-                text=f"{user.name}，你好：\n\n"
-                f"有人（希望是你）请求重置 mservices 账号的密码。打开下面的链接设置新密码，"
-                f"{_duration(hours)}内有效，只能使用一次：\n\n{link}\n\n"
-                "如果不是你本人的请求，请忽略这封邮件，你的密码不会改变。\n",
+                subject=Text("mservices: reset your password"),
+                text=Text(
+                    "Hello {name},\n\n"
+                    "Someone (hopefully you) asked to reset the password of your mservices "
+                    "account. Open the link below to choose a new password; it is valid for "
+                    "{duration} and can be used once:\n\n{link}\n\n"
+                    "If you did not ask for this, ignore this email; your password will not "
+                    "change.\n",
+                    name=user.name,
+                    duration=_duration(hours),
+                    link=link,
+                ),
                 link=link,
+                language=self._language_of(user),
             )
         )
         await self._audit("password_reset_requested", user, None)
@@ -215,17 +236,28 @@ class Recovery:
         token = await self._issue(user, VERIFY_EMAIL, dt.timedelta(hours=hours), email=email)
         link = f"{self.services.settings.effective_public_url}/verify/{token}"
         self.outbox.append(
-            Mail(
+            compose(
                 to=email,
-                subject="mservices 验证邮箱",
-                text=f"{user.name}，你好：\n\n"
-                f"请打开下面的链接确认 {email} 是你的邮箱，{_duration(hours)}内有效，"
-                f"只能使用一次：\n\n{link}\n\n"
-                "如果你没有在 mservices 填写这个邮箱，请忽略这封邮件。\n",
+                subject=Text("mservices: verify your email address"),
+                text=Text(
+                    "Hello {name},\n\n"
+                    "Please open the link below to confirm that {email} is your email address; "
+                    "it is valid for {duration} and can be used once:\n\n{link}\n\n"
+                    "If you did not enter this address on mservices, ignore this email.\n",
+                    name=user.name,
+                    email=email,
+                    duration=_duration(hours),
+                    link=link,
+                ),
                 link=link,
+                language=self._language_of(user),
             )
         )
         await self._audit("email_verification_sent", user, None)
+
+    def _language_of(self, user: User) -> str:
+        """The language to write to ``user`` in: the account's choice, else the request's."""
+        return supported(user.language) or self.language
 
     async def _issue(
         self, user: User, purpose: Purpose, lifetime: dt.timedelta, *, email: str | None
@@ -267,8 +299,8 @@ class _Consumed:
         self.email = email
 
 
-def _duration(hours: float) -> str:
-    """``hours`` in words for a message (``1 小时``, ``30 分钟``)."""
+def _duration(hours: float) -> Text:
+    """``hours`` in words for a message (``1 hour``, ``30 minutes``), translated with it."""
     if hours >= 1 and float(hours).is_integer():
-        return f" {int(hours)} 小时"
-    return f" {round(hours * 60)} 分钟"
+        return ntext("{count} hour", "{count} hours", int(hours))
+    return ntext("{count} minute", "{count} minutes", round(hours * 60))

@@ -1,8 +1,11 @@
-"""Why a download was refused or failed; each error carries the HTTP status the edge answers."""
+"""Why a download was refused or failed; each error carries the HTTP status the edge answers,
+a stable ``code`` and its reason as a ``Text`` (translated for whoever reads it: the JSON
+envelope, or a download's status)."""
 
 from __future__ import annotations
 
 from repositories.errors import DomainError
+from schemas.text import Text, ntext
 
 
 class DownloadError(DomainError):
@@ -47,8 +50,8 @@ class UpstreamError(DownloadError):
     status = 502
 
     def __init__(
-        self, message: str, *, code: str | None = None, upstream_status: int | None = None
-    ):
+        self, message: Text, *, code: str | None = None, upstream_status: int | None = None
+    ) -> None:
         super().__init__(message, code=code)
         self.upstream_status = upstream_status
 
@@ -59,7 +62,7 @@ class QueueFull(DownloadError):
     code = "too_many_downloads"
     status = 429
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: Text) -> None:
         super().__init__(message)
         self.headers["Retry-After"] = "5"
 
@@ -79,7 +82,11 @@ class UserConcurrencyCap(DownloadError):
 
     def __init__(self, limit: int, retry_after: int = 5) -> None:
         super().__init__(
-            f"at most {limit} downloads at once per user; wait for one of yours to finish"
+            ntext(
+                "at most {count} download at once per user; wait for yours to finish",
+                "at most {count} downloads at once per user; wait for one of yours to finish",
+                limit,
+            )
         )
         self.headers["Retry-After"] = str(retry_after)
 
@@ -92,8 +99,14 @@ class UserDailyCap(DownloadError):
 
     def __init__(self, limit: int, retry_after: int) -> None:
         super().__init__(
-            f"at most {limit} downloads per user in 24 hours; "
-            f"the next one is possible in {retry_after} s"
+            ntext(
+                "at most {count} download per user in 24 hours; "
+                "the next one is possible in {seconds} s",
+                "at most {count} downloads per user in 24 hours; "
+                "the next one is possible in {seconds} s",
+                limit,
+                seconds=retry_after,
+            )
         )
         self.headers["Retry-After"] = str(retry_after)
 
@@ -106,5 +119,15 @@ class DiskCap(DownloadError):
     status = 507
 
     def __init__(self, limit: int, *, running: bool = False) -> None:
-        what = "this download would fill it past" if running else "it already holds"
-        super().__init__(f"the downloads directory may hold at most {limit} bytes; {what} that")
+        super().__init__(
+            Text(
+                "the downloads directory may hold at most {limit} bytes; "
+                "this download would fill it past that",
+                limit=limit,
+            )
+            if running
+            else Text(
+                "the downloads directory may hold at most {limit} bytes; it already holds that",
+                limit=limit,
+            )
+        )

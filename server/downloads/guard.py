@@ -21,6 +21,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from tornado.netutil import DefaultLoopResolver, Resolver
 
+from schemas.text import Text
 from server.downloads.errors import ForbiddenAddress, InvalidUrl
 from server.settings import IPNetwork
 
@@ -43,23 +44,32 @@ class Target:
 def split_url(url: str) -> tuple[SplitResult, str, int]:
     """The parts, host and port of an http(s) URL; ``InvalidUrl`` for anything else."""
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
+        raise InvalidUrl(Text("the URL is longer than {limit} characters", limit=MAX_URL_LENGTH))
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
-        raise InvalidUrl("the URL contains spaces or control characters")
+        raise InvalidUrl(Text("the URL contains spaces or control characters"))
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise InvalidUrl(f"the URL is malformed: {error}") from None
+        raise InvalidUrl(Text("the URL is malformed: {error}", error=str(error))) from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise InvalidUrl("only http:// and https:// URLs can be downloaded", code="invalid_scheme")
+        raise InvalidUrl(
+            Text("only http:// and https:// URLs can be downloaded"), code="invalid_scheme"
+        )
     if parts.username is not None or parts.password is not None:
-        raise InvalidUrl("credentials in the URL are not accepted")
+        raise InvalidUrl(Text("credentials in the URL are not accepted"))
     host = parts.hostname
     if not host:
-        raise InvalidUrl("the URL has no host")
+        raise InvalidUrl(Text("the URL has no host"))
     return parts, host, port or DEFAULT_PORTS[scheme]
+
+
+def unresolvable(host: str) -> InvalidUrl:
+    """The refusal of a host name that resolves to nothing."""
+    return InvalidUrl(
+        Text("the host {host} does not resolve", host=repr(host)), code="unresolvable_host"
+    )
 
 
 def literal(host: str, port: int) -> list[tuple[int, Any]]:
@@ -120,16 +130,18 @@ class UrlGuard:
         try:
             resolved = literal(host, port) or await self.resolver.resolve(host, port)
         except (OSError, UnicodeError):  # UnicodeError: an empty or over-long label (IDNA)
-            raise InvalidUrl(
-                f"the host {host!r} does not resolve", code="unresolvable_host"
-            ) from None
+            raise unresolvable(host) from None
         if not resolved:
-            raise InvalidUrl(f"the host {host!r} does not resolve", code="unresolvable_host")
+            raise unresolvable(host)
         for _, sockaddr in resolved:
             address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if not self.policy.permits(address):
                 raise ForbiddenAddress(
-                    f"{host} resolves to {address}, an address downloads may not reach"
+                    Text(
+                        "{host} resolves to {address}, an address downloads may not reach",
+                        host=host,
+                        address=str(address),
+                    )
                 )
         family, sockaddr = resolved[0]
         return Target(url, host, port, socket.AddressFamily(family), str(sockaddr[0]))

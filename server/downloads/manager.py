@@ -39,6 +39,7 @@ from typing import BinaryIO, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from repositories.errors import NotFound
+from schemas.text import Text, ntext
 from server.background import Background
 from server.downloads.errors import Cancelled, DownloadError, QueueFull, UserConcurrencyCap
 from server.downloads.filenames import choose_name, move_into_place, unused_name
@@ -153,13 +154,17 @@ class DownloadManager:
         for the daily cap (as ``actor`` from ``client_ip``), reserve a file name and start the
         download in the background."""
         if self._closed:
-            raise DownloadError("the server is shutting down", code="shutting_down")
+            raise DownloadError(Text("the server is shutting down"), code="shutting_down")
         # Starts still awaiting the guard or a name count against the caps, or concurrent
         # starts would all pass the check before any of them became a task.
         if self.unfinished + self._starting >= 2 * self.concurrency:
             self.ended["refused"] += 1
             raise QueueFull(
-                f"{self.concurrency} downloads are running and as many are queued; try again later"
+                ntext(
+                    "{count} download is running and as many are queued; try again later",
+                    "{count} downloads are running and as many are queued; try again later",
+                    self.concurrency,
+                )
             )
         if self.unfinished_of(owner_id) >= self.quotas.user_concurrency:
             self.ended["refused"] += 1
@@ -193,7 +198,7 @@ class DownloadManager:
         """The caller's download ``download_id``; ``NotFound`` for anyone else's."""
         record = self._records.get(download_id)
         if record is None or record.owner_id != owner_id:
-            raise NotFound("no such download")
+            raise NotFound(Text("no such download"))
         return record
 
     def list(self, owner_id: int) -> list[Download]:
@@ -282,13 +287,14 @@ class DownloadManager:
                 record.filename = await self._complete(move)
             outcome = State.DONE
         except asyncio.CancelledError:
-            record.fail(Cancelled("the download was cancelled"))
+            record.fail(Cancelled(Text("the download was cancelled")))
             outcome = State.CANCELLED
         except DownloadError as error:
             record.fail(error)
         except Exception as error:
             log.exception("download %s failed", record.id)
-            record.fail(DownloadError(f"the download failed: {error}", code="internal_error"))
+            failed = Text("the download failed: {error}", error=str(error))
+            record.fail(DownloadError(failed, code="internal_error"))
         finally:
             self._reserved.discard(reserved)
             self._tasks.pop(record.id, None)

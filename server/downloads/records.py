@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
+from schemas.text import Text
 from server.downloads.errors import DownloadError, UpstreamError
 
 
@@ -38,7 +39,8 @@ class Download:
     state: State = State.QUEUED
     bytes: int = 0
     total: int | None = None
-    error: str | None = None
+    error: Text | str | None = None
+    """Why it failed or was cancelled: a ``Text`` the edge translates for the reader."""
     error_code: str | None = None
     error_status: int | None = None
     upstream_status: int | None = None

@@ -25,6 +25,7 @@ from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_l
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.simple_httpclient import HTTPTimeoutError
 
+from schemas.text import Text
 from server.downloads.errors import DownloadError, TooLarge, UpstreamError, UpstreamTimeout
 from server.downloads.guard import PinnedResolver, UrlGuard
 from server.downloads.quotas import Meter
@@ -81,7 +82,7 @@ class _Hop:
 
     def stop(self, error: DownloadError) -> None:
         self.abort = self.abort or error
-        raise _Abort(error.message)
+        raise _Abort(str(error.message))
 
     def on_header(self, line: str) -> None:
         """Tornado's ``header_callback``: the status line, each header, then a blank line."""
@@ -99,7 +100,15 @@ class _Hop:
             return
         length = int(announced)
         if length > self.limits.max_bytes:
-            self.stop(TooLarge(f"the file is {length} bytes; the limit is {self.limits.max_bytes}"))
+            self.stop(
+                TooLarge(
+                    Text(
+                        "the file is {length} bytes; the limit is {limit}",
+                        length=length,
+                        limit=self.limits.max_bytes,
+                    )
+                )
+            )
         if self.meter is not None:
             try:
                 self.meter.announce(length)
@@ -110,15 +119,15 @@ class _Hop:
     def on_chunk(self, chunk: bytes) -> Awaitable[None] | None:
         """Tornado's ``streaming_callback``: count the chunk, write it when it is the file."""
         if self.closed:
-            self.stop(DownloadError("the download was stopped", code="cancelled"))
+            self.stop(DownloadError(Text("the download was stopped"), code="cancelled"))
         if not self.keeps_body:  # a redirect's or an error's body: read, bounded, dropped
             self.discarded += len(chunk)
             if self.discarded > self.limits.max_bytes:
-                self.stop(TooLarge("the upstream's error body is larger than the limit"))
+                self.stop(TooLarge(Text("the upstream's error body is larger than the limit")))
             return None
         self.record.bytes += len(chunk)
         if self.record.bytes > self.limits.max_bytes:
-            self.stop(TooLarge(f"the file is larger than the limit of {self.limits.max_bytes}"))
+            self.stop(too_large(self.limits))
         if self.meter is not None:
             try:
                 self.meter.charge(len(chunk))
@@ -148,7 +157,8 @@ class _Hop:
         try:
             await asyncio.get_running_loop().run_in_executor(self.pool, self.handle.write, chunk)
         except (OSError, ValueError) as error:
-            self.stop(DownloadError(f"saving the file failed: {error}", code="write_failed"))
+            failed = Text("saving the file failed: {error}", error=str(error))
+            self.stop(DownloadError(failed, code="write_failed"))
 
     async def settle(self) -> None:
         """Stop accepting chunks and wait for the write in flight, so the file can be closed."""
@@ -175,19 +185,25 @@ async def transfer(
         target = await guard.check(url)
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise UpstreamTimeout(f"the download took longer than {limits.timeout:g} s")
+            raise timed_out(limits)
         hop = _Hop(record, handle, limits, pool, meter)
         status, headers = await _fetch(hop, PinnedResolver(target=target), url, remaining, limits)
         if status in REDIRECT_CODES:
             location = headers.get("Location")
             if not location:
-                raise UpstreamError(f"the upstream answered {status} without a Location")
+                raise UpstreamError(
+                    Text("the upstream answered {status} without a Location", status=status)
+                )
             url = urljoin(url, location)
             continue
         if not 200 <= status < 300:
-            raise UpstreamError(f"the upstream answered {status}", upstream_status=status)
+            raise UpstreamError(
+                Text("the upstream answered {status}", status=status), upstream_status=status
+            )
         return
-    raise UpstreamError(f"more than {MAX_REDIRECTS} redirects", code="too_many_redirects")
+    raise UpstreamError(
+        Text("more than {limit} redirects", limit=MAX_REDIRECTS), code="too_many_redirects"
+    )
 
 
 async def _fetch(
@@ -230,9 +246,26 @@ def _failure(hop: _Hop, error: Exception, limits: Limits) -> DownloadError:
         return hop.abort
     cause = error.real_error if isinstance(error, StreamClosedError) else None
     if isinstance(error, HTTPTimeoutError):
-        return UpstreamTimeout(f"the download took longer than {limits.timeout:g} s")
+        return timed_out(limits)
     if isinstance(error, StreamBufferFullError) or isinstance(cause, StreamBufferFullError):
-        return TooLarge(f"the file is larger than the limit of {limits.max_bytes}")
+        return too_large(limits)
     if isinstance(error, ssl.SSLError):
-        return UpstreamError(f"the upstream's TLS failed: {error}", code="tls_error")
-    return UpstreamError(f"the upstream could not be reached: {error}", code="upstream_unreachable")
+        return UpstreamError(
+            Text("the upstream's TLS failed: {error}", error=str(error)), code="tls_error"
+        )
+    return UpstreamError(
+        Text("the upstream could not be reached: {error}", error=str(error)),
+        code="upstream_unreachable",
+    )
+
+
+def too_large(limits: Limits) -> TooLarge:
+    """The failure of a body that grew past the size cap."""
+    return TooLarge(Text("the file is larger than the limit of {limit}", limit=limits.max_bytes))
+
+
+def timed_out(limits: Limits) -> UpstreamTimeout:
+    """The failure of a download that ran out of time."""
+    return UpstreamTimeout(
+        Text("the download took longer than {seconds} s", seconds=format(limits.timeout, "g"))
+    )

@@ -9,7 +9,7 @@ rolled back first, because the redirect is a success status and would commit it.
 URLs:
 
     GET|POST /signup                      registration form; logs the new account in
-    GET      /account                     profile, email, password, live sessions
+    GET      /account                     profile, email, password, language, live sessions
     POST     /account/profile             mobile, city ("" clears)
     POST     /account/email               email ("" removes); a new address is sent a link
     POST     /account/verification        send a new verification link
@@ -18,6 +18,9 @@ URLs:
     GET|POST /forgot                      email; the same answer whatever the address
     GET|POST /reset/{token}               new_pwd, new_pwd2; every session ends
     GET|POST /verify/{token}              a button (a mail scanner's GET uses nothing up)
+
+The language section posts to ``/language`` (``server/handlers/language.py``), which stores
+the choice on the account. Messages are ``Text``, translated for the reader as they are shown.
 
 The account operations go through the small wrappers at the top of this module, which call
 ``server.accounts`` and the repositories as the JSON API does, so they can be pointed at an
@@ -37,11 +40,14 @@ from repositories.errors import DomainError
 from repositories.models import AuthToken, User, utcnow
 from repositories.one_time_tokens import RESET_PASSWORD, OneTimeTokenRepository
 from repositories.users import UserRepository
-from schemas.recovery import LINK_TOKEN_PATTERN, normalise_email
+from schemas.recovery import LINK_TOKEN_PATTERN, email_problem, normalise_email
+from schemas.text import Joined, Text, ntext
 from schemas.user import ProfileUpdate, RegisterRequest
 from server.accounts import Accounts, Throttled, WeakPassword, WrongPassword
+from server.errors import Message
 from server.handlers.base import SESSION_COOKIE, FormError, PageHandler, validate_form
 from server.handlers.recovery import recovery_for
+from server.i18n import locale_for, translate
 from server.logins import Login
 from server.permissions import LOGIN, PUBLIC, route
 from server.recovery import InvalidLink, Recovery
@@ -50,8 +56,13 @@ from server.security.tokens import hash_token
 ACCOUNT_URL = "/account"
 MAX_FIELD = 1024
 TOKEN = LINK_TOKEN_PATTERN.strip("^$")
-FORGOT_ANSWER = "如果这个邮箱是某个账号已验证的邮箱，重置密码的链接已发送到该邮箱，请查收。"
-"""The answer to every reset request, whether or not the address has an account."""
+WRONG_PASSWORD = Text("The current password is not correct")
+NEW_PASSWORDS_DIFFER = Text("The two new passwords do not match")
+
+
+def invalid_email(error: ValueError) -> Text:
+    """Why a typed address was refused (``normalise_email``'s reason), as a whole sentence."""
+    return Text("The email address is not valid: {reason}", reason=email_problem(error))
 
 
 # -- account operations: small wrappers over ``server.accounts.Accounts`` ----------------------
@@ -96,9 +107,14 @@ async def _change_password(handler: PageHandler, login: Login, old: str, new: st
     try:
         return await _accounts(handler, login).change_password(old=old, new=new)
     except WrongPassword:
-        raise FormError("当前密码不正确") from None
+        raise FormError(WRONG_PASSWORD) from None
     except WeakPassword as weak:
-        raise FormError("新密码不符合要求：" + "；".join(weak.problems)) from None
+        raise FormError(
+            Text(
+                "The new password does not meet the requirements: {problems}",
+                problems=Joined(weak.problems),
+            )
+        ) from None
 
 
 async def _end_session(handler: PageHandler, login: Login, session_id: int) -> None:
@@ -128,7 +144,7 @@ class SessionRow:
 class AccountPageBase(PageHandler):
     """Shared by the pages of this module: form fields and the client address."""
 
-    def text(self, name: str) -> str:
+    def field(self, name: str) -> str:
         """A form field, at most ``MAX_FIELD`` characters ("" when absent)."""
         return (self.get_body_argument(name, "") or "")[:MAX_FIELD]
 
@@ -154,15 +170,15 @@ class SignupPageHandler(AccountPageBase):
 
     async def post(self) -> None:
         """Register, log in, and go to the account page; or show the form again with why not."""
-        typed = {key: self.text(key) for key in ("name", "mobile", "city")}
+        typed = {key: self.field(key) for key in ("name", "mobile", "city")}
         try:
-            if self.text("pwd") != self.text("pwd2"):
-                raise FormError("两次输入的密码不一致")
+            if self.field("pwd") != self.field("pwd2"):
+                raise FormError(Text("The two passwords do not match"))
             form = validate_form(
                 RegisterRequest,
                 {
                     "name": typed["name"],
-                    "pwd": self.text("pwd"),
+                    "pwd": self.field("pwd"),
                     "mobile": typed["mobile"] or None,
                     "city": typed["city"] or None,
                 },
@@ -170,19 +186,20 @@ class SignupPageHandler(AccountPageBase):
             user = await _register(self, form)
         except WeakPassword as weak:
             self.set_status(422)
-            error = "密码不符合要求：" + "；".join(weak.problems)
-            await self.render_page("account/signup.html", error=error, form=typed)
+            error = Text(
+                "The password does not meet the requirements: {problems}",
+                problems=Joined(weak.problems),
+            )
+            await self.render_page("account/signup.html", error=self.text(error), form=typed)
             return
-        except FormError as error:
-            self.refuse(422, error)
-            await self.render_page("account/signup.html", error=str(error), form=typed)
-            return
-        except DomainError as error:  # name taken (409), too many sign-ups (429)
-            self.refuse(error.status, error)
-            await self.render_page("account/signup.html", error=error.message, form=typed)
+        except (FormError, DomainError) as refused:  # name taken (409), too many sign-ups (429)
+            self.refuse(refused.status if isinstance(refused, DomainError) else 422, refused)
+            await self.render_page(
+                "account/signup.html", error=self.text(refused.message), form=typed
+            )
             return
         await _log_in(self, user)
-        self.flash(f"注册成功，欢迎, {user.name}")
+        self.flash(Text("Signed up; welcome, {name}", name=user.name))
         self.redirect_to(ACCOUNT_URL)
 
 
@@ -196,7 +213,7 @@ class AccountPageHandler(AccountPageBase):
         sessions = [
             SessionRow(
                 id=token.id,
-                device=token.device or "未知设备",
+                device=token.device or self.text(Text("Unknown device")),
                 created_at=_when(token.created_at),
                 last_used_at=_when(token.last_used_at),
                 current=token.id == login.token_id,
@@ -214,7 +231,7 @@ class AccountActionHandler(AccountPageBase):
         """Apply the action, flash what happened, redirect (post/redirect/get)."""
         login = self.current_login()
         recovery = recovery_for(self)
-        handlers: dict[str, Callable[[], Awaitable[str]]] = {
+        handlers: dict[str, Callable[[], Awaitable[Text]]] = {
             "profile": lambda: self._profile(login),
             "email": lambda: self._email(login, recovery),
             "verification": lambda: self._verification(login, recovery),
@@ -227,50 +244,57 @@ class AccountActionHandler(AccountPageBase):
             await self.db.rollback()
             recovery.events.clear()
             recovery.outbox.clear()
-            self.flash(str(error), level="error")
+            self.flash(error.message, level="error")
             self.redirect_to(ACCOUNT_URL)
-        self.flash(message)
         if action == "end" and int(session_id or 0) == login.token_id:
             self.clear_cookie(SESSION_COOKIE, path="/")
+            # Logged out: the login form speaks this browser's language, so does the message.
+            self.current_user = None
+            self.flash(translate(locale_for(self.language()), message))
             self.redirect_to("/login")
+        self.flash(message)
         self.redirect_to(ACCOUNT_URL)
 
-    async def _profile(self, login: Login) -> str:
-        changes = {"mobile": self.text("mobile") or None, "city": self.text("city") or None}
+    async def _profile(self, login: Login) -> Text:
+        changes = {"mobile": self.field("mobile") or None, "city": self.field("city") or None}
         form = validate_form(ProfileUpdate, changes)
         await _change_profile(self, login, form.model_dump(include={"mobile", "city"}))
-        return "资料已保存"
+        return Text("Profile saved")
 
-    async def _email(self, login: Login, recovery: Recovery) -> str:
-        typed = self.text("email").strip()
+    async def _email(self, login: Login, recovery: Recovery) -> Text:
+        typed = self.field("email").strip()
         try:
             email = normalise_email(typed) if typed else None
         except ValueError as error:
-            raise FormError(f"邮箱无效：{error}") from None
+            raise FormError(invalid_email(error)) from None
         before = (await UserRepository(self.db).get(login.principal.user_id)).email
         try:
             await recovery.change_email(login, email, password=self.get_body_argument("pwd", ""))
         except WrongPassword:
-            raise FormError("当前密码不正确") from None
+            raise FormError(WRONG_PASSWORD) from None
         if email == before:
-            return "邮箱没有变化"
+            return Text("The email address is unchanged")
         if email is None:
-            return "已删除邮箱"
-        return f"邮箱已保存，验证链接已发送到 {email}"
+            return Text("The email address was removed")
+        return Text("Email address saved; a verification link was sent to {email}", email=email)
 
-    async def _verification(self, login: Login, recovery: Recovery) -> str:
+    async def _verification(self, login: Login, recovery: Recovery) -> Text:
         user = await recovery.request_verification(login.principal)
-        return f"验证链接已发送到 {user.email}"
+        return Text("A verification link was sent to {email}", email=user.email)
 
-    async def _password(self, login: Login) -> str:
-        if self.text("new_pwd") != self.text("new_pwd2"):
-            raise FormError("两次输入的新密码不一致")
-        ended = await _change_password(self, login, self.text("old_pwd"), self.text("new_pwd"))
-        return f"密码已修改，其他 {ended} 个会话已结束"
+    async def _password(self, login: Login) -> Text:
+        if self.field("new_pwd") != self.field("new_pwd2"):
+            raise FormError(NEW_PASSWORDS_DIFFER)
+        ended = await _change_password(self, login, self.field("old_pwd"), self.field("new_pwd"))
+        return ntext(
+            "Password changed; {count} other session was ended",
+            "Password changed; {count} other sessions were ended",
+            ended,
+        )
 
-    async def _end(self, login: Login, session_id: int) -> str:
+    async def _end(self, login: Login, session_id: int) -> Text:
         await _end_session(self, login, session_id)
-        return "会话已结束"
+        return Text("Session ended")
 
 
 class ForgotPageHandler(AccountPageBase):
@@ -282,13 +306,16 @@ class ForgotPageHandler(AccountPageBase):
 
     async def post(self) -> None:
         """Mail a link if the address is the verified one of an account; say the same anyway."""
-        typed = self.text("email").strip()[:254]
+        typed = self.field("email").strip()[:254]
         try:
             email = normalise_email(typed)
         except ValueError as error:
             self.set_status(422)
             await self.render_page(
-                "account/forgot.html", error=f"邮箱无效：{error}", sent=False, email=typed
+                "account/forgot.html",
+                error=self.text(invalid_email(error)),
+                sent=False,
+                email=typed,
             )
             return
         try:
@@ -296,7 +323,7 @@ class ForgotPageHandler(AccountPageBase):
         except Throttled as error:
             self.refuse(429, error)
             await self.render_page(
-                "account/forgot.html", error="请求太频繁，请稍后再试", sent=False, email=typed
+                "account/forgot.html", error=self.text(error.message), sent=False, email=typed
             )
             return
         await self.render_page("account/forgot.html", error=None, sent=True, email="")
@@ -321,26 +348,29 @@ class ResetPageHandler(AccountPageBase):
 
     async def post(self, token: str) -> None:
         """Set the password and send the visitor to the login form."""
-        error: str | None = None
+        error: Message | None = None
         try:
-            if self.text("new_pwd") != self.text("new_pwd2"):
-                raise FormError("两次输入的新密码不一致")
-            await recovery_for(self).reset_password(token, self.text("new_pwd"))
+            if self.field("new_pwd") != self.field("new_pwd2"):
+                raise FormError(NEW_PASSWORDS_DIFFER)
+            await recovery_for(self).reset_password(token, self.field("new_pwd"))
         except InvalidLink:
             self.set_status(400)
             await self.render_page("account/reset.html", error=None, invalid=True)
             return
         except WeakPassword as weak:
-            error = "新密码不符合要求：" + "；".join(weak.problems)
+            error = Text(
+                "The new password does not meet the requirements: {problems}",
+                problems=Joined(weak.problems),
+            )
         except FormError as refused:
-            error = str(refused)
+            error = refused.message
         if error is not None:
             self.set_status(422)
-            await self.render_page("account/reset.html", error=error, invalid=False)
+            await self.render_page("account/reset.html", error=self.text(error), invalid=False)
             return
         if self.login is not None:  # this browser's session ended with the others
             self.clear_cookie(SESSION_COOKIE, path="/")
-        self.flash("密码已重置，所有会话已结束，请用新密码登录")
+        self.flash(Text("Your password was reset and every session ended; log in with the new one"))
         self.redirect_to("/login")
 
 

@@ -51,6 +51,7 @@ from schemas.role import (
 from schemas.user import UserRead
 from server.admin import Admin
 from server.handlers.base import ApiHandler, QuerySchema
+from server.i18n import locale_for, translate
 from server.openapi import Operation
 from server.permissions import (
     LOGIN,
@@ -389,13 +390,25 @@ class PermissionsHandler(ApiHandler):
     """``/api/permissions``: every permission a role can grant, with its meaning."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("Every permission and what it allows", PermissionList, tags=("roles",))
+        "GET": Operation(
+            "Every permission and what it allows",
+            PermissionList,
+            description="`meaning` is in the caller's language (the account's, else "
+            "`Accept-Language`, else Chinese); `meaning_zh` is always Chinese.",
+            tags=("roles",),
+        )
     }
 
     async def get(self) -> None:
-        """The registry, in its order."""
+        """The registry, in its order: each meaning in the caller's language (``meaning_zh``
+        always in Chinese, as before ``meaning`` followed the caller's language)."""
+        chinese = locale_for("zh_CN")
         items = [
-            PermissionRead(code=item.code, meaning=item.meaning, meaning_zh=item.meaning_zh)
+            PermissionRead(
+                code=item.code,
+                meaning=self.text(item.meaning),
+                meaning_zh=translate(chinese, item.meaning),
+            )
             for item in PERMISSIONS.values()
         ]
         await self.respond(PermissionList(items=items, count=len(items)))
@@ -518,13 +531,19 @@ class MyMenusHandler(ApiHandler):
     """``GET /user/me/menus``: the menu tree the caller's roles grant (from the cache when warm)."""
 
     operations: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("The current user's menu tree", MenuTree, tags=("user", "menus"))
+        "GET": Operation(
+            "The current user's menu tree",
+            MenuTree,
+            description="Built-in menus' titles are in the caller's language (the account's, "
+            "else `Accept-Language`, else Chinese); a title an admin typed is as typed.",
+            tags=("user", "menus"),
+        )
     }
 
     async def get(self) -> None:
         """The visible tree of the caller's grants; everything for a superuser."""
         login = self.current_login()
-        tree = await self.services.menus.tree_json_for(login.principal)
+        tree = await self.services.menus.tree_json_for(login.principal, self.locale.code)
         await self.respond_json(b'{"msg":"success","menus":%s}' % tree)  # MenuTree, pre-encoded
 
 

@@ -51,12 +51,13 @@ from tornado.web import Finish
 
 from repositories.errors import DomainError
 from repositories.menus import MenuNode, MenuRepository
-from repositories.models import Menu
+from repositories.models import Menu, Role
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
 from schemas.admin_user import UserRoles, UserStatusUpdate
 from schemas.menu import MenuCreate, MenuUpdate
 from schemas.role import RoleCreate, RoleMenus, RolePermissions, RoleUpdate
+from schemas.text import Joined, Text, ntext
 from server.admin import Admin, Refused
 from server.handlers.base import FormError, PageHandler, validate_form
 from server.permissions import (
@@ -92,6 +93,8 @@ class MenuOption:
     depth: int
     ancestors: frozenset[int] = frozenset()
     """Ids of the menus above it: a menu cannot move under itself or its descendants."""
+    title_key: str | None = None
+    """A built-in menu's title as a message id (templates show ``menu_title(option)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class RoleRow:
     id: int
     name: str
     description: str | None
+    """As the reader sees it: a built-in role's in their language, else as typed."""
     menu_ids: frozenset[int] = frozenset()
     permissions: frozenset[str] = frozenset()
 
@@ -117,9 +121,9 @@ class UserRow:
 
 
 MENU_AUDIENCES = (
-    ("all", "所有人"),
-    ("visitors", "仅访客（未登录）"),
-    ("members", "仅登录用户"),
+    ("all", Text("Everyone")),
+    ("visitors", Text("Visitors only (not logged in)")),
+    ("members", Text("Logged-in users only")),
 )
 """The audience choices of the menu forms: value and label."""
 
@@ -140,7 +144,11 @@ class MenuForm:
 
 
 class Unchanged(Exception):
-    """The form asked for nothing new; the message says so."""
+    """The form asked for nothing new; ``message`` says so."""
+
+    def __init__(self, message: Text) -> None:
+        super().__init__(str(message))
+        self.message = message
 
 
 def menu_options(tree: Sequence[MenuNode]) -> list[MenuOption]:
@@ -152,7 +160,9 @@ def menu_options(tree: Sequence[MenuNode]) -> list[MenuOption]:
     stack: list[tuple[MenuNode, tuple[int, ...]]] = [(node, ()) for node in reversed(tree)]
     while stack:
         node, ancestors = stack.pop()
-        options.append(MenuOption(node.id, node.title, len(ancestors), frozenset(ancestors)))
+        options.append(
+            MenuOption(node.id, node.title, len(ancestors), frozenset(ancestors), node.title_key)
+        )
         below = (*ancestors, node.id)
         stack.extend((child, below) for child in reversed(node.children))
     return options
@@ -161,11 +171,6 @@ def menu_options(tree: Sequence[MenuNode]) -> list[MenuOption]:
 def changed(current: object, wanted: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``wanted`` that differ from ``current``'s attributes."""
     return {name: value for name, value in wanted.items() if getattr(current, name) != value}
-
-
-def quoted(text: str) -> str:
-    """``text`` in corner quotes, for messages."""
-    return f"「{text}」"
 
 
 class AdminPageHandler(PageHandler):
@@ -181,21 +186,32 @@ class AdminPageHandler(PageHandler):
             self.login_required()
         return self.current_user
 
-    def text(self, name: str) -> str:
+    def field(self, name: str) -> str:
         """A form field, stripped ("" when absent)."""
         return self.get_body_argument(name, "") or ""
 
     def optional(self, name: str) -> str | None:
         """A form field, None when empty."""
-        return self.text(name) or None
+        return self.field(name) or None
 
     def checked(self, name: str) -> bool:
         """True when the checkbox ``name`` was submitted."""
-        return bool(self.text(name))
+        return bool(self.field(name))
+
+    def shown_title(self, menu: Menu | MenuNode) -> str:
+        """The title the reader sees: a built-in menu's in their language, else as typed."""
+        return self.locale.translate(menu.title_key) if menu.title_key else menu.title
+
+    def shown_description(self, role: Role) -> str | None:
+        """The description the reader sees: a built-in role's in their language, else as
+        typed."""
+        if role.description_key:
+            return self.locale.translate(role.description_key)
+        return role.description
 
     async def apply(
         self,
-        change: Callable[[Admin], Awaitable[str]],
+        change: Callable[[Admin], Awaitable[Text | Joined]],
         *,
         keep: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> NoReturn:
@@ -214,18 +230,18 @@ class AdminPageHandler(PageHandler):
             if isinstance(error, Refused):
                 await admin.record_refusal(error)  # committed with the redirect, or below
             if keep is None:
-                self.flash(str(error), level="error")
+                self.flash(error.message, level="error")
             else:
                 await self.db.commit()
                 status = error.status if isinstance(error, DomainError) else 422
-                await keep(str(error), status)
+                await keep(self.text(error.message), status)
                 raise Finish from None
         except Unchanged as unchanged:
             await self.db.rollback()
-            self.flash(str(unchanged), level="info")
+            self.flash(unchanged.message, level="info")
         else:
             self.publish_after_commit(*admin.events)
-            self.flash(message)
+            self.flash(message.translate(self.locale.translate))  # a Joined list, too
         self.redirect_to(self.back_url)
 
 
@@ -275,12 +291,12 @@ class MenuEditorHandler(AdminPageHandler):
     def typed_form(self, menu_id: int | None) -> MenuForm:
         """What was posted to a create (``menu_id`` None) or update form, as typed."""
         return MenuForm(
-            title=self.text("title"),
-            url=self.text("url"),
-            note=self.text("note"),
-            parent_id=self.text("parent_id"),
-            permission=self.text("permission"),
-            audience=self.text("audience") or "all",
+            title=self.field("title"),
+            url=self.field("url"),
+            note=self.field("note"),
+            parent_id=self.field("parent_id"),
+            permission=self.field("permission"),
+            audience=self.field("audience") or "all",
             visible=self.checked("visible"),
             menu_id=menu_id,
         )
@@ -314,24 +330,24 @@ class MenuCreateHandler(MenuEditorHandler):
         """Create the menu and return to the editor (or show the form again, as typed)."""
         await self.apply(self.create, keep=self.keep_typed(None))
 
-    async def create(self, admin: Admin) -> str:
+    async def create(self, admin: Admin) -> Text:
         """Validate the form and create the menu."""
         form = validate_form(
             MenuCreate,
             {
-                "title": self.text("title"),
+                "title": self.field("title"),
                 "url": self.optional("url"),
                 "note": self.optional("note"),
                 "parent_id": self.optional("parent_id"),
                 "visible": self.checked("visible"),
                 "permission": self.optional("permission"),
-                "audience": self.text("audience") or "all",
+                "audience": self.field("audience") or "all",
             },
         )
         fields = form.model_dump()
         fields["sort"] = await last_sort(admin.menus, form.parent_id)
         menu = await admin.create_menu(fields)
-        return f"已创建菜单{quoted(menu.title)}"
+        return Text("Created the menu “{title}”", title=self.shown_title(menu))
 
 
 class MenuActionHandler(MenuEditorHandler):
@@ -350,61 +366,85 @@ class MenuActionHandler(MenuEditorHandler):
         keep = self.keep_typed(menu_id) if action == "update" else None
         await self.apply(lambda admin: perform(admin, menu_id), keep=keep)
 
-    async def update(self, admin: Admin, menu_id: int) -> str:
-        """Rename, re-link, annotate, show or hide the menu."""
+    async def update(self, admin: Admin, menu_id: int) -> Text:
+        """Rename, re-link, annotate, show or hide the menu.
+
+        A built-in menu's form shows its title in the reader's language; sent back unchanged,
+        it is no rename (which would store the translation and drop the message id)."""
         form = validate_form(
             MenuUpdate,
             {
-                "title": self.text("title"),
+                "title": self.field("title"),
                 "url": self.optional("url"),
                 "note": self.optional("note"),
                 "visible": self.checked("visible"),
                 "permission": self.optional("permission"),
-                "audience": self.text("audience") or "all",
+                "audience": self.field("audience") or "all",
             },
         )
         menu = await admin.menus.get(menu_id)
-        changes = changed(menu, form.model_dump(exclude_unset=True))
+        wanted = form.model_dump(exclude_unset=True)
+        if menu.title_key and wanted.get("title") == self.shown_title(menu):
+            del wanted["title"]
+        changes = changed(menu, wanted)
         if not changes:
-            raise Unchanged(f"菜单{quoted(menu.title)}没有改动")
+            raise Unchanged(Text("The menu “{title}” is unchanged", title=self.shown_title(menu)))
         menu = await admin.update_menu(menu_id, changes)
-        return f"已保存菜单{quoted(menu.title)}"
+        return Text("Saved the menu “{title}”", title=self.shown_title(menu))
 
-    async def move(self, admin: Admin, menu_id: int) -> str:
+    async def move(self, admin: Admin, menu_id: int) -> Text:
         """Move the menu under another parent (or to the top level), last among its siblings."""
         form = validate_form(MenuUpdate, {"parent_id": self.optional("parent_id")})
         menu = await admin.menus.get(menu_id)
         if form.parent_id == menu.parent_id:
-            raise Unchanged(f"菜单{quoted(menu.title)}已在该位置")
+            raise Unchanged(
+                Text("The menu “{title}” is already there", title=self.shown_title(menu))
+            )
         sort = await last_sort(admin.menus, form.parent_id, without=menu_id)
         menu = await admin.update_menu(menu_id, {"parent_id": form.parent_id, "sort": sort})
         if form.parent_id is None:
-            return f"已将菜单{quoted(menu.title)}移到顶级"
+            return Text("Moved the menu “{title}” to the top level", title=self.shown_title(menu))
         parent = await admin.menus.get(form.parent_id)
-        return f"已将菜单{quoted(menu.title)}移到{quoted(parent.title)}下"
+        return Text(
+            "Moved the menu “{title}” under “{parent}”",
+            title=self.shown_title(menu),
+            parent=self.shown_title(parent),
+        )
 
-    async def reorder(self, admin: Admin, menu_id: int) -> str:
+    async def reorder(self, admin: Admin, menu_id: int) -> Text:
         """Trade places with the previous (``up``) or next (``down``) sibling."""
-        direction = self.text("direction")
+        direction = self.field("direction")
         if direction not in ("up", "down"):
-            raise FormError("输入无效 (direction: must be up or down)")
+            reason = Text("{field}: {reason}", field="direction", reason=Text("must be up or down"))
+            raise FormError(Text("The input is not valid ({reasons})", reasons=reason))
         menu = await admin.menus.get(menu_id)
+        title = self.shown_title(menu)
         siblings = [item for item in await admin.menus.list() if item.parent_id == menu.parent_id]
         index = next(position for position, item in enumerate(siblings) if item.id == menu_id)
         other = index - 1 if direction == "up" else index + 1
         if not 0 <= other < len(siblings):
-            edge = "最前" if direction == "up" else "最后"
-            raise Unchanged(f"菜单{quoted(menu.title)}已在{edge}")
+            if direction == "up":
+                raise Unchanged(Text("The menu “{title}” is already first", title=title))
+            raise Unchanged(Text("The menu “{title}” is already last", title=title))
         await swap_places(admin, siblings, index, other)
-        return f"已{'上' if direction == 'up' else '下'}移菜单{quoted(menu.title)}"
+        if direction == "up":
+            return Text("Moved the menu “{title}” up", title=title)
+        return Text("Moved the menu “{title}” down", title=title)
 
-    async def delete_menu(self, admin: Admin, menu_id: int) -> str:
+    async def delete_menu(self, admin: Admin, menu_id: int) -> Text:
         """Delete the menu; with ``cascade`` its subtree too (otherwise a parent is refused)."""
         menu = await admin.menus.get(menu_id)
-        title = menu.title
+        title = self.shown_title(menu)
         deleted = await admin.delete_menu(menu_id, cascade=self.checked("cascade"))
         below = len(deleted) - 1
-        return f"已删除菜单{quoted(title)}" + (f"及其 {below} 个子菜单" if below else "")
+        if not below:
+            return Text("Deleted the menu “{title}”", title=title)
+        return ntext(
+            "Deleted the menu “{title}” and its {count} submenu",
+            "Deleted the menu “{title}” and its {count} submenus",
+            below,
+            title=title,
+        )
 
 
 async def swap_places(admin: Admin, siblings: Sequence[Menu], index: int, other: int) -> None:
@@ -443,7 +483,7 @@ class RolesPageHandler(AdminPageHandler):
             RoleRow(
                 role.id,
                 role.name,
-                role.description,
+                self.shown_description(role),
                 frozenset(grants.get(role.id, ())),
                 frozenset(permissions.get(role.id, ())),
             )
@@ -467,13 +507,13 @@ class RoleCreateHandler(AdminPageHandler):
         """Create the role and return to the roles page."""
         await self.apply(self.create)
 
-    async def create(self, admin: Admin) -> str:
+    async def create(self, admin: Admin) -> Text:
         """Validate the form and create the role."""
         form = validate_form(
-            RoleCreate, {"name": self.text("name"), "description": self.optional("description")}
+            RoleCreate, {"name": self.field("name"), "description": self.optional("description")}
         )
         role = await admin.create_role(form.name, form.description)
-        return f"已创建角色{quoted(role.name)}"
+        return Text("Created the role “{name}”", name=role.name)
 
 
 class RoleActionHandler(AdminPageHandler):
@@ -493,40 +533,57 @@ class RoleActionHandler(AdminPageHandler):
         perform = actions[action]
         await self.apply(lambda admin: perform(admin, role_id))
 
-    async def update(self, admin: Admin, role_id: int) -> str:
-        """Rename or describe the role."""
+    async def update(self, admin: Admin, role_id: int) -> Text:
+        """Rename or describe the role.
+
+        A built-in role's form shows its description in the reader's language; sent back
+        unchanged, it is no new description (which would store the translation and drop the
+        message id)."""
         form = validate_form(
-            RoleUpdate, {"name": self.text("name"), "description": self.optional("description")}
+            RoleUpdate, {"name": self.field("name"), "description": self.optional("description")}
         )
         role = await admin.roles.get(role_id)
-        changes = changed(role, form.model_dump(exclude_unset=True))
+        wanted = form.model_dump(exclude_unset=True)
+        if role.description_key and wanted.get("description") == self.shown_description(role):
+            del wanted["description"]
+        changes = changed(role, wanted)
         if not changes:
-            raise Unchanged(f"角色{quoted(role.name)}没有改动")
+            raise Unchanged(Text("The role “{name}” is unchanged", name=role.name))
         role = await admin.update_role(role_id, changes)
-        return f"已保存角色{quoted(role.name)}"
+        return Text("Saved the role “{name}”", name=role.name)
 
-    async def set_menus(self, admin: Admin, role_id: int) -> str:
+    async def set_menus(self, admin: Admin, role_id: int) -> Text:
         """Replace the role's menus with the checked ones."""
         form = validate_form(RoleMenus, {"menu_ids": self.get_body_arguments("menu_id")})
         role = await admin.roles.get(role_id)
         granted = await admin.set_role_menus(role_id, form.menu_ids)
-        return f"角色{quoted(role.name)}现在授予 {len(granted)} 个菜单"
+        return ntext(
+            "The role “{name}” now grants {count} menu",
+            "The role “{name}” now grants {count} menus",
+            len(granted),
+            name=role.name,
+        )
 
-    async def set_permissions(self, admin: Admin, role_id: int) -> str:
+    async def set_permissions(self, admin: Admin, role_id: int) -> Text:
         """Replace the role's permissions with the checked ones."""
         form = validate_form(
             RolePermissions, {"permissions": self.get_body_arguments("permission")}
         )
         role = await admin.roles.get(role_id)
         granted = await admin.set_role_permissions(role_id, form.permissions)
-        return f"角色{quoted(role.name)}现在授予 {len(granted)} 项权限"
+        return ntext(
+            "The role “{name}” now grants {count} permission",
+            "The role “{name}” now grants {count} permissions",
+            len(granted),
+            name=role.name,
+        )
 
-    async def delete_role(self, admin: Admin, role_id: int) -> str:
+    async def delete_role(self, admin: Admin, role_id: int) -> Text:
         """Delete the role; its holders lose its grants."""
         role = await admin.roles.get(role_id)
         name = role.name
         await admin.delete_role(role_id)
-        return f"已删除角色{quoted(name)}"
+        return Text("Deleted the role “{name}”", name=name)
 
 
 # -- users -------------------------------------------------------------------------------------
@@ -565,7 +622,7 @@ class UsersPageHandler(AdminPageHandler):
             for user in listed
         ]
         roles = [
-            RoleRow(role.id, role.name, role.description)
+            RoleRow(role.id, role.name, self.shown_description(role))
             for role in await RoleRepository(self.db).list()
         ]
         await self.render_page(
@@ -587,7 +644,7 @@ class UserActionHandler(AdminPageHandler):
 
     async def post(self, item_id: str, action: str) -> None:
         """Apply ``action`` to the user and return to the listing the form came from."""
-        back = self.text("back")
+        back = self.field("back")
         if back == USERS_URL or back.startswith(USERS_URL + "?"):
             self.back_url = back
         else:
@@ -597,10 +654,10 @@ class UserActionHandler(AdminPageHandler):
         perform = actions[action]
         await self.apply(lambda admin: perform(admin, user_id))
 
-    async def set_status_flags(self, admin: Admin, user_id: int) -> str:
+    async def set_status_flags(self, admin: Admin, user_id: int) -> Text | Joined:
         """Activate or deactivate (which ends their sessions), promote or demote."""
         submitted = {
-            name: FORM_BOOLEANS.get(self.text(name).lower(), self.text(name))
+            name: FORM_BOOLEANS.get(self.field(name).lower(), self.field(name))
             for name in ("is_active", "is_superuser")
             if self.get_body_argument(name, None) is not None
         }
@@ -608,27 +665,43 @@ class UserActionHandler(AdminPageHandler):
         user = await admin.users.get(user_id)
         changes = changed(user, form.model_dump(exclude_unset=True))
         if not changes:
-            raise Unchanged(f"用户{quoted(user.name)}没有改动")
+            raise Unchanged(Text("The user “{name}” is unchanged", name=user.name))
         user = await admin.update_user(user_id, changes)
-        done = []
+        done: list[Text | str] = []
         if "is_active" in changes:
-            done.append("已启用" if user.is_active else "已停用")
+            if user.is_active:
+                done.append(Text("User “{name}”: activated", name=user.name))
+            else:
+                done.append(Text("User “{name}”: deactivated", name=user.name))
         if "is_superuser" in changes:
-            done.append("已设为超级用户" if user.is_superuser else "已取消超级用户")
-        return f"用户{quoted(user.name)}: {', '.join(done)}"
+            if user.is_superuser:
+                done.append(Text("User “{name}”: made a superuser", name=user.name))
+            else:
+                done.append(Text("User “{name}”: no longer a superuser", name=user.name))
+        return Joined(done)
 
-    async def set_roles(self, admin: Admin, user_id: int) -> str:
+    async def set_roles(self, admin: Admin, user_id: int) -> Text:
         """Replace the user's roles with the checked ones."""
         form = validate_form(UserRoles, {"role_ids": self.get_body_arguments("role_id")})
         user = await admin.users.get(user_id)
         held = await admin.set_user_roles(user_id, form.role_ids)
-        return f"用户{quoted(user.name)}现在有 {len(held)} 个角色"
+        return ntext(
+            "The user “{name}” now has {count} role",
+            "The user “{name}” now has {count} roles",
+            len(held),
+            name=user.name,
+        )
 
-    async def revoke(self, admin: Admin, user_id: int) -> str:
+    async def revoke(self, admin: Admin, user_id: int) -> Text:
         """End every session of the user."""
         user = await admin.users.get(user_id)
         revoked = await admin.revoke_user_sessions(user_id)
-        return f"已结束用户{quoted(user.name)}的 {revoked} 个会话"
+        return ntext(
+            "Ended {count} session of the user “{name}”",
+            "Ended {count} sessions of the user “{name}”",
+            revoked,
+            name=user.name,
+        )
 
 
 def admin_page_routes(deps: dict[str, Any]) -> list[Rule]:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from repositories.audit import AuditRepository
 from schemas.audit import AuditEntryRead, AuditPage
 from schemas.common import ErrorItem
+from schemas.text import Text
 from server.errors import ApiError
 from server.handlers.base import ApiHandler, PageHandler, QuerySchema
 from server.openapi import Operation
@@ -26,7 +27,7 @@ MAX_LIMIT = 200
 DATE_ONLY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 EARLIEST = dt.datetime(1000, 1, 1, tzinfo=dt.UTC)
 """The earliest bound accepted (MariaDB's DATETIME range starts there)."""
-BAD_MOMENT = (
+BAD_MOMENT = Text(
     "give an ISO 8601 date (2024-05-01) or date and time (2024-05-01T08:00:00Z) "
     "between the years 1000 and 9999"
 )
@@ -92,7 +93,7 @@ class AuditQuery(QuerySchema):
     def _after_since(cls, value: dt.datetime | None, info: ValidationInfo) -> dt.datetime | None:
         since = info.data.get("since")
         if value is not None and since is not None and value <= since:
-            raise ValueError("must be later than since")
+            raise ValueError(Text("must be later than since"))
         return value
 
     def filters(self) -> dict[str, Any]:
@@ -149,7 +150,10 @@ class AuditPageHandler(PageHandler):
         except ApiError as error:
             if error.status_code != 422:
                 raise
-            errors = error.errors
+            errors = [
+                ErrorItem(field=problem.field, reason=self.text(problem.reason))
+                for problem in error.errors
+            ]
             self.set_status(422)
         else:
             page = await AuditRepository(self.db).page(**query.filters())

@@ -1,7 +1,8 @@
 """BaseHandler and its two flavours: ``ApiHandler`` (JSON) and ``PageHandler`` (HTML).
 
 Every request gets:
-- an ``X-Request-Id`` (the client's, when it is a sane token, or a fresh one);
+- an ``X-Request-Id`` (the client's, when it is a sane token, or a fresh one), on every log
+  line the request writes too, with the caller's user id once known (``server.logs``);
 - one database session and transaction, committed before a successful response is sent and
   rolled back on any error, so a client is never told "success" for a change that was lost;
 - its principal resolved asynchronously in ``prepare``, then the route's requirement enforced
@@ -16,7 +17,6 @@ import json
 import logging
 import re
 import sys
-import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
@@ -36,6 +36,7 @@ from server.i18n import DEFAULT_LANGUAGE, LANGUAGES, locale_for, negotiate, scri
 from server.i18n.validation import validation_reason
 from server.invalidation import Event
 from server.logins import Login, TokenExpired
+from server.logs import bind_request, request_id_from
 from server.permissions import LOGIN, PUBLIC, Requirement
 from server.principal import Principal
 from server.security.tokens import bearer_token
@@ -56,7 +57,6 @@ SESSION_COOKIE = "mservices_session"
 FLASH_COOKIE = "mservices_flash"
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-Requested-With"
 CORS_MAX_AGE = 600
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 ERROR_HEADINGS = {
     400: Text("The request is not valid"),
@@ -114,18 +114,30 @@ class BaseHandler(RequestHandler):
     def set_default_headers(self) -> None:
         """Stamp every response, error pages included, with the request id."""
         if not hasattr(self, "request_id"):
-            incoming = self.request.headers.get("X-Request-Id", "")
-            self.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+            self.request_id = request_id_from(self.request.headers.get("X-Request-Id"))
         self.set_header("X-Request-Id", self.request_id)
         self.set_header("X-Content-Type-Options", "nosniff")
 
     async def prepare(self) -> None:
         """Resolve the caller (``get_current_user`` cannot await), then enforce the route's
         requirement for this method."""
+        self.bind_log_context()
         self.current_user = await self.authenticate()
+        self.bind_log_context()
         # A CORS preflight never carries credentials; it only asks what is allowed.
         if self.request.method != "OPTIONS":
             await self.authorize(self.need.for_method(self.request.method or "GET"))
+
+    def bind_log_context(self) -> None:
+        """Tag the log lines of this request's task (and the tasks it starts) with its id and,
+        once authenticated, the caller's user id.
+
+        Not in ``set_default_headers``: that first runs in ``__init__``, still in the task of
+        the connection, whose later requests (a static file, a WebSocket) would inherit the id.
+        ``prepare`` runs in the request's own task; so do ``log_exception`` and ``write_error``,
+        which bind for a request refused before ``prepare`` (405, XSRF).
+        """
+        bind_request(self.request_id, self.login.principal.user_id if self.login else None)
 
     async def authenticate(self) -> Principal | None:
         """The principal of the browser session cookie, or None (an expired one is cleared)."""
@@ -417,6 +429,7 @@ class BaseHandler(RequestHandler):
         tb: TracebackType | None,
     ) -> None:
         """Log bugs with a traceback; expected failures (4xx, database outage) in one line."""
+        self.bind_log_context()
         response = classify(value, 500)
         if response.expected:
             if response.status >= 500:
@@ -428,6 +441,7 @@ class BaseHandler(RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Render the one error shape for this handler's flavour."""
+        self.bind_log_context()
         exc_info: ExcInfo | None = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
         action, detail = getattr(error, "audit_action", None), getattr(error, "audit_detail", None)
@@ -660,6 +674,8 @@ def validate_form(schema: type[ModelT], data: dict[str, Any]) -> ModelT:
         reasons = Joined(
             [
                 Text("{field}: {reason}", field=item.field, reason=item.reason)
+                if item.field
+                else item.reason  # a rule of the whole form names no field
                 for item in validation_items(error)
             ]
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tornado.httputil import parse_cookie
 
+from schemas.text import Text
 from server.handlers.base import FLASH_COOKIE, SESSION_COOKIE, PageHandler
 from server.handlers.echo import HIDDEN_COOKIES, wire_text
 
@@ -23,14 +24,18 @@ ATTRIBUTE_NAMES = frozenset(
     {"expires", "path", "comment", "domain", "max-age", "secure", "httponly", "version", "samesite"}
 )
 """Cookie attribute names (any case): Python's cookie module raises ``CookieError`` on them."""
-ATTRIBUTE_RULE = "a cookie cannot be named like a cookie attribute (Path, Expires, Secure...)"
+ATTRIBUTE_RULE = Text("a cookie cannot be named like a cookie attribute (Path, Expires, Secure...)")
 COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
 COOKIE_VALUE = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{0,256}$")
-NAME_RULE = "a cookie name is 1 to 64 letters, digits or !#$%&'*+-.^_`|~"
-VALUE_RULE = (
+NAME_RULE = Text(
+    "a cookie name is 1 to 64 letters, digits or {characters}", characters="!#$%&'*+-.^_`|~"
+)
+VALUE_RULE = Text(
     "a cookie value is at most 256 printable ASCII characters without spaces, "
     'quotes ("), commas, semicolons or backslashes'
 )
+CHOOSE_ACTION = Text("choose set or clear")
+HIDDEN_VALUE = Text("(hidden: HttpOnly)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +47,12 @@ class CookieRow:
     protected: bool
 
 
-def cookie_problem(name: str, value: str | None) -> str | None:
+def cookie_problem(name: str, value: str | None) -> Text | None:
     """Why ``name`` (and ``value`` when setting) cannot be used here, or None."""
     if name in PROTECTED_COOKIES:
-        return f"the cookie {name} is managed by mservices and cannot be changed here"
+        return Text(
+            "the cookie {name} is managed by mservices and cannot be changed here", name=name
+        )
     if not COOKIE_NAME.match(name):
         return NAME_RULE
     if name.lower() in ATTRIBUTE_NAMES:
@@ -63,14 +70,18 @@ class CookiePageHandler(PageHandler):
         """The request's cookies, by name, HttpOnly values hidden."""
         rows = []
         for name, value in sorted(parse_cookie(self.request.headers.get("Cookie", "")).items()):
-            shown = "(hidden: HttpOnly)" if name in HIDDEN_COOKIES else wire_text(value)[0]
+            shown = self.text(HIDDEN_VALUE) if name in HIDDEN_COOKIES else wire_text(value)[0]
             rows.append(CookieRow(wire_text(name)[0], shown, name in PROTECTED_COOKIES))
         return rows
 
-    async def show(self, *, error: str | None = None, name: str = "", value: str = "") -> None:
+    async def show(self, *, error: Text | None = None, name: str = "", value: str = "") -> None:
         """Render the page (with the reason a change was refused, if any)."""
         await self.render_page(
-            "cookie.html", cookies=self.rows(), error=error, name=name, value=value
+            "cookie.html",
+            cookies=self.rows(),
+            error=self.text(error) if error is not None else None,
+            name=name,
+            value=value,
         )
 
     async def get(self) -> None:
@@ -83,7 +94,7 @@ class CookiePageHandler(PageHandler):
         name = self.get_body_argument("name", "")
         value = self.get_body_argument("value", "") if action == "set" else None
         if action not in ("set", "clear"):
-            problem: str | None = "choose set or clear"
+            problem: Text | None = CHOOSE_ACTION
         else:
             problem = cookie_problem(name, value)
         if problem is not None:
@@ -93,8 +104,8 @@ class CookiePageHandler(PageHandler):
         secure = self.request.protocol == "https"
         if value is not None:
             self.set_cookie(name, value, path="/", samesite="Lax", secure=secure)
-            self.flash(f"cookie {name} set")
+            self.flash(Text("cookie {name} set", name=name))
         else:
             self.clear_cookie(name, path="/")
-            self.flash(f"cookie {name} cleared")
+            self.flash(Text("cookie {name} cleared", name=name))
         self.redirect_to("/cookie")

@@ -4,14 +4,20 @@
 followed, nested models indented under the property that holds them), the query and path
 parameters, the realtime protocols (``x-realtime``), and a form per operation that sends the
 request from the page (``static/js/docs.js``) with the bearer token typed at the top.
+
+The page's own words (headings, labels, constraints, "try it out") are in the reader's
+language; what comes from the document itself (summaries from docstrings, schema and field
+descriptions) is developer reference in English, and the page says so.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from schemas.text import Text, ntext
 from server.handlers.base import ApiHandler, PageHandler
 from server.permissions import Requirement
 from server.services import Services
@@ -19,22 +25,23 @@ from server.services import Services
 SCHEMA_PREFIX = "#/components/schemas/"
 MAX_SCHEMA_DEPTH = 6
 """Nested models shown below a property, at most this deep (the rest are named, not opened)."""
-CONSTRAINT_LABELS = (
-    ("minLength", "最短"),
-    ("maxLength", "最长"),
-    ("pattern", "正则"),
-    ("format", "格式"),
-    ("minimum", "≥"),
-    ("exclusiveMinimum", ">"),
-    ("maximum", "≤"),
-    ("exclusiveMaximum", "<"),
-    ("minItems", "至少几项"),
-    ("maxItems", "至多几项"),
-    ("minProperties", "至少几个字段"),
-    ("enum", "取值"),
-    ("const", "固定为"),
-    ("default", "默认"),
+CONSTRAINTS: Final[tuple[tuple[str, Callable[[str], Text | str]], ...]] = (
+    ("minLength", lambda value: Text("min length {value}", value=value)),
+    ("maxLength", lambda value: Text("max length {value}", value=value)),
+    ("pattern", lambda value: Text("pattern {value}", value=value)),
+    ("format", lambda value: Text("format {value}", value=value)),
+    ("minimum", lambda value: f"≥ {value}"),
+    ("exclusiveMinimum", lambda value: f"> {value}"),
+    ("maximum", lambda value: f"≤ {value}"),
+    ("exclusiveMaximum", lambda value: f"< {value}"),
+    ("minItems", lambda value: Text("min items {value}", value=value)),
+    ("maxItems", lambda value: Text("max items {value}", value=value)),
+    ("minProperties", lambda value: Text("min fields {value}", value=value)),
+    ("enum", lambda value: Text("one of {value}", value=value)),
+    ("const", lambda value: Text("always {value}", value=value)),
+    ("default", lambda value: Text("default {value}", value=value)),
 )
+"""Each validation keyword as the label a table shows (comparisons as their symbol)."""
 
 
 _Pending = tuple[dict[str, Any], int, frozenset[str], str]
@@ -49,8 +56,9 @@ class Row:
     name: str
     type: str
     required: bool
-    constraints: tuple[str, ...]
-    description: str
+    constraints: tuple[Text | str, ...]
+    description: Text | str
+    """The document's description (English, as written), or a note of the page's own."""
 
 
 class OpenApiHandler(ApiHandler):
@@ -149,15 +157,16 @@ class SchemaTables:
                 labels.append(str(resolved.get("type", "any")))
         return " | ".join(dict.fromkeys(labels))
 
-    def constraints(self, schema: dict[str, Any]) -> tuple[str, ...]:
-        """The validation keywords of a property (its non-null alternatives included)."""
-        found: list[str] = []
+    def constraints(self, schema: dict[str, Any]) -> tuple[Text | str, ...]:
+        """The validation keywords of a property (its non-null alternatives included), each a
+        label for the reader's language (``text`` in the template)."""
+        found: list[Text | str] = []
         branches = [schema, *schema.get("anyOf", ())]
         for branch in branches:
             _, resolved = self.resolve(branch)
             if branch.get("$ref"):
                 continue  # a nested model: its own rows say what it accepts
-            for key, label in CONSTRAINT_LABELS:
+            for key, label in CONSTRAINTS:
                 if key in resolved:
                     value = resolved[key]
                     shown = (
@@ -167,21 +176,25 @@ class SchemaTables:
                         if not isinstance(value, str) or key in ("default", "const")
                         else value
                     )
-                    text = f"{label} {shown}"
+                    text = label(shown)
                     if text not in found:
                         found.append(text)
         return tuple(found)
 
-    def notes(self, schema: dict[str, Any]) -> list[str]:
-        """What a model says about itself: its description, whether other keys are refused."""
+    def notes(self, schema: dict[str, Any]) -> list[Text | str]:
+        """What a model says about itself: its description (as written), whether other keys
+        are refused, how many it needs (the page's words, as ``Text``)."""
         _, resolved = self.resolve(schema)
-        notes = []
+        notes: list[Text | str] = []
         if resolved.get("description"):
             notes.append(str(resolved["description"]))
         if resolved.get("additionalProperties") is False:
-            notes.append("不接受表中以外的字段（否则 422）。")
+            notes.append(Text("Fields not in this table are refused (422)."))
         if resolved.get("minProperties"):
-            notes.append(f"至少给出 {resolved['minProperties']} 个字段。")
+            count = int(resolved["minProperties"])
+            notes.append(
+                ntext("Give at least {count} field.", "Give at least {count} fields.", count)
+            )
         return notes
 
     def rows(self, schema: dict[str, Any]) -> list[Row]:
@@ -203,12 +216,12 @@ class SchemaTables:
             expanded: list[Row | _Pending] = []
             for name, prop in (resolved.get("properties") or {}).items():
                 nested = self.nested_model(prop)
-                description = str(prop.get("description") or "")
+                description: Text | str = str(prop.get("description") or "")
                 child: _Pending | None = None
                 if nested is not None:
                     model_name, model_schema, many = nested
                     if model_name in opened:
-                        description = description or f"{model_name}（结构同上）"
+                        description = description or Text("{model} (as above)", model=model_name)
                     elif depth + 1 < MAX_SCHEMA_DEPTH:
                         path = f"{prefix}{name}[]." if many else f"{prefix}{name}."
                         child = (model_schema, depth + 1, opened | {model_name}, path)

@@ -3,13 +3,13 @@ the handler that serves saved files under ``/s/downloads/``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from pydantic import model_validator
 from tornado.web import HTTPError, StaticFileHandler
 
-from schemas.common import ErrorItem
 from schemas.downloads import (
     DownloadCreate,
     DownloadList,
@@ -18,10 +18,11 @@ from schemas.downloads import (
     DownloadUrl,
     RequestedName,
 )
+from schemas.text import Text
 from server.downloads.errors import DownloadError, ForbiddenAddress, InvalidUrl
 from server.downloads.manager import DownloadManager
 from server.downloads.records import Download, State
-from server.errors import ApiError
+from server.errors import ApiError, FieldProblem, Message
 from server.handlers.base import ApiHandler, PageHandler, QuerySchema
 from server.openapi import Operation
 
@@ -29,8 +30,9 @@ FILE_PREFIX = "/s/downloads/"
 REFUSALS = (403, 413, 422, 429, 507)
 
 
-def download_read(record: Download) -> DownloadRead:
-    """The API's view of ``record``; ``file_url`` once the file is saved."""
+def download_read(record: Download, text: Callable[[Message], str]) -> DownloadRead:
+    """The API's view of ``record``, its reason in words put by ``text`` into the caller's
+    language (``BaseHandler.text``); ``file_url`` once the file is saved."""
     done = record.state is State.DONE
     return DownloadRead(
         id=record.id,
@@ -39,7 +41,7 @@ def download_read(record: Download) -> DownloadRead:
         state=record.state.value,
         bytes=record.bytes,
         total=record.total,
-        error=record.error,
+        error=None if record.error is None else text(record.error),
         error_code=record.error_code,
         error_status=record.error_status,
         upstream_status=record.upstream_status,
@@ -52,7 +54,7 @@ def download_read(record: Download) -> DownloadRead:
 def refusal(error: DownloadError) -> ApiError:
     """The envelope of a refused download; URL problems name the ``url`` field."""
     errors = (
-        [ErrorItem(field="url", reason=error.message)]
+        [FieldProblem("url", error.message)]
         if isinstance(error, InvalidUrl | ForbiddenAddress)
         else []
     )
@@ -121,7 +123,8 @@ class DownloadsHandler(DownloadsApiHandler):
     async def get(self) -> None:
         """List the caller's downloads."""
         login = self.current_login()
-        items = [download_read(record) for record in self.downloads.list(login.principal.user_id)]
+        records = self.downloads.list(login.principal.user_id)
+        items = [download_read(record, self.text) for record in records]
         await self.respond(DownloadList(items=items, count=len(items)))
 
     async def post(self) -> None:
@@ -130,7 +133,7 @@ class DownloadsHandler(DownloadsApiHandler):
         body = self.parse(DownloadCreate)
         record = await self.start(body)
         self.set_header("Location", self.reverse_url("api-download", record.id))
-        await self.respond(DownloadResponse(**download_read(record).model_dump()), 202)
+        await self.respond(DownloadResponse(**download_read(record, self.text).model_dump()), 202)
 
 
 class DownloadHandler(DownloadsApiHandler):
@@ -156,7 +159,7 @@ class DownloadHandler(DownloadsApiHandler):
         """The download's state, bytes, total and error."""
         login = self.current_login()
         record = self.downloads.get(login.principal.user_id, download_id)
-        await self.respond(DownloadResponse(**download_read(record).model_dump()))
+        await self.respond(DownloadResponse(**download_read(record, self.text).model_dump()))
 
     async def delete(self, download_id: str) -> None:
         """Cancel it; 204 once the partial file is gone."""
@@ -196,9 +199,9 @@ class SeedDownloadHandler(DownloadsApiHandler):
             raise ApiError(
                 record.error_status or 502,
                 record.error_code or "download_failed",
-                record.error or "the download failed",
+                record.error or Text("the download failed"),
             )
-        await self.respond(DownloadResponse(**download_read(record).model_dump()))
+        await self.respond(DownloadResponse(**download_read(record, self.text).model_dump()))
 
     def check_xsrf_on_get(self) -> None:
         """``check_xsrf_cookie`` for this GET, refused as ``xsrf_required`` (403)."""
@@ -208,7 +211,7 @@ class SeedDownloadHandler(DownloadsApiHandler):
             raise ApiError(
                 403,
                 "xsrf_required",
-                "with the session cookie, send the _xsrf argument or the X-XSRFToken header",
+                Text("with the session cookie, send the _xsrf argument or the X-XSRFToken header"),
             ) from None
 
 

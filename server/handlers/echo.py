@@ -21,6 +21,7 @@ from typing import ClassVar, TypeVar
 from tornado.httputil import HTTPFile, HTTPServerRequest, parse_cookie
 
 from schemas.echo import EchoFile, EchoRead
+from schemas.text import Text
 from server.errors import ApiError
 from server.handlers.base import FLASH_COOKIE, SESSION_COOKIE, ApiHandler
 from server.openapi import Operation
@@ -238,7 +239,11 @@ class EchoHandler(ApiHandler):
     async def answer(self) -> None:
         """Echo the request (413 for a body over ``MAX_ECHO_BODY``)."""
         if len(self.request.body) > MAX_ECHO_BODY:
-            raise ApiError(413, "payload_too_large", f"the body exceeds {MAX_ECHO_BODY} bytes")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                Text("the body exceeds {limit} bytes", limit=MAX_ECHO_BODY),
+            )
         self.set_header("Cache-Control", "no-store")
         await self.respond(echo(self.request))
 

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 from repositories.errors import DatabaseUnavailable
 from repositories.health import ping
-from schemas.common import ErrorItem
 from schemas.health import HealthRead, ReadyRead
-from server.errors import ApiError
+from schemas.text import Text
+from server.errors import ApiError, FieldProblem
 from server.handlers.base import ApiHandler
 from server.metrics import CONTENT_TYPE
 from server.openapi import Operation
@@ -63,14 +63,17 @@ class ReadyHandler(ApiHandler):
         if self.services.redis is not None:
             checks["redis"] = self._redis()
         outcomes = await asyncio.gather(*checks.values())
+        # The reasons are the drivers' own words (data for an operator), kept as they are.
         failed = [
-            ErrorItem(field=name, reason=problem)
+            FieldProblem(name, problem)
             for name, problem in zip(checks, outcomes, strict=True)
             if problem is not None
         ]
         if failed:
             names = ", ".join(item.field for item in failed)
-            raise ApiError(503, "not_ready", f"not ready: {names} unavailable", errors=failed)
+            raise ApiError(
+                503, "not_ready", Text("not ready: {names} unavailable", names=names), errors=failed
+            )
         await self.respond(ReadyRead(checks=dict.fromkeys(checks, "ok")))
 
     async def _database(self) -> str | None:
@@ -100,7 +103,9 @@ class MetricsHandler(ApiHandler):
         """Send the exposition to an allowed client."""
         if self.request.remote_ip not in Networks(self.services.settings.metrics_allow):
             raise ApiError(
-                403, "forbidden", "metrics are only served to MSERVICES_METRICS_ALLOW addresses"
+                403,
+                "forbidden",
+                Text("metrics are only served to MSERVICES_METRICS_ALLOW addresses"),
             )
         self.set_header("Content-Type", CONTENT_TYPE)
         self.set_header("Cache-Control", "no-store")

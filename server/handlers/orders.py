@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
-from repositories.errors import Conflict, NotFound
+from repositories.errors import Conflict
 from repositories.models import Goods, Order
-from repositories.orders import OrderRepository
+from repositories.orders import CANCELLED_REVIEW, OrderRepository, order_not_found
 from schemas.orders import OrderList, OrderRead, OrderResponse, OrderReview
+from schemas.text import Text
 from server.errors import ApiError
 from server.handlers.base import ApiHandler, PageHandler
 from server.logins import Login
@@ -41,12 +42,12 @@ class OrderAction:
 
     code: int
     name: str
-    label: str
+    label: Text
 
 
-CANCEL = OrderAction(1, "cancel", "取消订单")
-BUY_AGAIN = OrderAction(2, "buy_again", "再次购买")
-REVIEW = OrderAction(3, "review", "评价")
+CANCEL = OrderAction(1, "cancel", Text("Cancel order"))
+BUY_AGAIN = OrderAction(2, "buy_again", Text("Buy again"))
+REVIEW = OrderAction(3, "review", Text("Review"))
 ACTIONS = {action.code: action for action in (CANCEL, BUY_AGAIN, REVIEW)}
 
 
@@ -69,7 +70,7 @@ def order_number(order_id: str) -> int:
     """The order id of the URL; one beyond the column's range is NotFound."""
     number = int(order_id) if len(order_id) <= len(str(MAX_ID)) else MAX_ID + 1
     if number > MAX_ID:
-        raise NotFound(f"order {order_id} does not exist", code="order_not_found")
+        raise order_not_found(order_id)
     return number
 
 
@@ -157,7 +158,9 @@ class OrderActionHandler(PageHandler, ApiHandler):
         action = ACTIONS.get(int(action_code)) if len(action_code) < 4 else None
         if action is None:
             known = ", ".join(f"{code} {action.name}" for code, action in ACTIONS.items())
-            raise ApiError(400, "unknown_action", f"unknown order action; use {known}")
+            raise ApiError(
+                400, "unknown_action", Text("unknown order action; use {actions}", actions=known)
+            )
         return action
 
     async def owned(self, order_id: str, login: Login) -> tuple[Order, Goods]:
@@ -190,13 +193,14 @@ class OrderActionHandler(PageHandler, ApiHandler):
             order, goods = await OrderRepository(self.db).cancel(
                 order_number(order_id), login.principal.user_id
             )
-            await self.done(order_read(order, goods), "订单已取消")
+            await self.done(order_read(order, goods), Text("The order has been cancelled"))
         elif action is BUY_AGAIN:
             order, goods = await self.owned(order_id, login)
             again = await OrderRepository(self.db).add(
                 user_id=login.principal.user_id, goods_id=goods.id
             )
-            await self.done(order_read(again, goods), f"已再次购买 {goods.name}", status=201)
+            bought = Text("Bought {goods} again", goods=goods.name)
+            await self.done(order_read(again, goods), bought, status=201)
         else:
             await self.review(*await self.owned(order_id, login))
 
@@ -204,7 +208,7 @@ class OrderActionHandler(PageHandler, ApiHandler):
         """Store the caller's review of a placed order (a cancelled one is 409, also when the
         cancel lands after this read: the write itself is conditional)."""
         if order.status == "cancelled":
-            raise Conflict("a cancelled order cannot be reviewed", code="order_cancelled")
+            raise Conflict(CANCELLED_REVIEW, code="order_cancelled")
         if self.api:
             body = self.parse(OrderReview)
             text, replace = body.review, body.replace
@@ -215,7 +219,8 @@ class OrderActionHandler(PageHandler, ApiHandler):
                 text = self.validate(OrderReview, {"review": typed}).review
             except ApiError as refused:
                 self.set_status(refused.status_code)
-                reason = "; ".join(item.reason for item in refused.errors) or refused.msg
+                reasons = [self.text(item.reason) for item in refused.errors]
+                reason = "; ".join(reasons) or self.text(refused.msg)
                 await self.show(order_read(order, goods), REVIEW, error=reason, review=typed)
                 return
         try:
@@ -228,12 +233,14 @@ class OrderActionHandler(PageHandler, ApiHandler):
             # Reviewed meanwhile (another tab): show the review now stored, keep what was typed.
             current, goods = await OrderRepository(self.db).get_owned(order.id, order.user_id)
             self.set_status(409)
-            error = "这个订单已经有评价了（见上方）；确认替换请再次提交"
+            error = self.text(
+                Text("This order already has a review (see above); submit again to replace it")
+            )
             await self.show(order_read(current, goods), REVIEW, error=error, review=typed)
             return
-        await self.done(order_read(reviewed, goods), "评价已保存")
+        await self.done(order_read(reviewed, goods), Text("The review has been saved"))
 
-    async def done(self, order: OrderRead, message: str, *, status: int = 200) -> None:
+    async def done(self, order: OrderRead, message: Text, *, status: int = 200) -> None:
         """JSON: the order; HTML: back to the list with a flash message."""
         if self.api:
             await self.respond(OrderResponse(order=order), status=status)

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 from tornado.routing import Rule
 
-from schemas.common import ErrorItem, Success
+from schemas.common import Success
 from schemas.recovery import (
+    RESET_MAYBE_SENT,
     Accepted,
     EmailChange,
     EmailRead,
@@ -19,7 +20,7 @@ from schemas.recovery import (
     PasswordReset,
 )
 from server.accounts import WeakPassword
-from server.errors import ApiError
+from server.errors import ApiError, FieldProblem
 from server.handlers.base import ApiHandler, BaseHandler
 from server.openapi import Operation
 from server.permissions import LOGIN, PUBLIC, route
@@ -28,7 +29,12 @@ from server.recovery import Recovery
 
 def recovery_for(handler: BaseHandler) -> Recovery:
     """A ``Recovery`` in the handler's transaction whose events and mail go out after commit."""
-    recovery = Recovery(handler.db, handler.services, client_ip=handler.request.remote_ip)
+    recovery = Recovery(
+        handler.db,
+        handler.services,
+        client_ip=handler.request.remote_ip,
+        language=handler.language(),
+    )
 
     async def deliver() -> None:
         for event in recovery.events:
@@ -142,7 +148,7 @@ class PasswordForgotHandler(RecoveryApiHandler):
         """Mail a link if the address is known; answer 202 either way."""
         body = self.parse(PasswordForgot)
         await self.recovery().request_password_reset(body.email)
-        await self.respond(Accepted(), status=202)
+        await self.respond(Accepted(detail=self.text(RESET_MAYBE_SENT)), status=202)
 
 
 class PasswordResetHandler(RecoveryApiHandler):
@@ -169,8 +175,8 @@ class PasswordResetHandler(RecoveryApiHandler):
             raise ApiError(
                 422,
                 weak.code,
-                "the password does not meet the policy",
-                errors=[ErrorItem(field=weak.field, reason=problem) for problem in weak.problems],
+                weak.message,
+                errors=[FieldProblem(weak.field, problem) for problem in weak.problems],
             ) from None
         await self.respond(Success())
 

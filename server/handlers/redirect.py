@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from schemas.text import Text
 from server.errors import ApiError
 from server.handlers.base import PageHandler
 from server.local_paths import local_target
@@ -18,13 +19,17 @@ class RedirectHandler(PageHandler):
         """Redirect to ``to`` when it is a local path."""
         targets = self.get_query_arguments("to", strip=False)
         if len(targets) != 1:
-            raise ApiError(400, "bad_redirect", "give exactly one `to`, a local path like /orders")
+            raise ApiError(
+                400, "bad_redirect", Text("give exactly one `to`, a local path like /orders")
+            )
         location = local_target(targets[0])
         if location is None:
             raise ApiError(
                 400,
                 "bad_redirect",
-                "`to` must be a local path starting with a single / "
-                "(no scheme, host, backslash or control characters)",
+                Text(
+                    "`to` must be a local path starting with a single / "
+                    "(no scheme, host, backslash or control characters)"
+                ),
             )
         self.redirect(location)

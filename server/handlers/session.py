@@ -8,8 +8,10 @@ checked by ``server/local_paths.py`` like ``/redirect``'s.
 
 from __future__ import annotations
 
+from schemas.text import Text
 from server.accounts import Accounts, InvalidCredentials, TooManyAttempts
 from server.handlers.base import SESSION_COOKIE, PageHandler
+from server.i18n import locale_for, supported, translate
 from server.local_paths import local_or_home
 
 MAX_FIELD = 1024
@@ -49,15 +51,22 @@ class LoginPageHandler(PageHandler):
             )
         except InvalidCredentials as error:
             self.set_status(401)
-            await self.render_page("login.html", error=error.message, name=name, next_url=target)
+            await self.render_page(
+                "login.html", error=self.text(error.message), name=name, next_url=target
+            )
             return
         except TooManyAttempts as error:
             self.set_status(429)
             self.set_header("Retry-After", error.headers["Retry-After"])
-            await self.render_page("login.html", error=error.message, name=name, next_url=target)
+            await self.render_page(
+                "login.html", error=self.text(error.message), name=name, next_url=target
+            )
             return
         self.start_session(issued.token)
-        self.flash(f"欢迎, {issued.user.name}")
+        # The next page speaks the account's language when it has one: so does the greeting.
+        language = supported(issued.user.language) or self.language()
+        welcome = Text("Welcome, {name}", name=issued.user.name)
+        self.flash(translate(locale_for(language), welcome))
         self.redirect_to(target)
 
 
@@ -73,5 +82,7 @@ class LogoutHandler(PageHandler):
             await accounts.log_out(detail="browser")
             self.publish_after_commit(*accounts.events)
         self.clear_cookie(SESSION_COOKIE, path="/")
-        self.flash("已退出登录")
+        # From here on a visitor: the next page speaks this browser's language, so does this.
+        self.current_user = None
+        self.flash(translate(locale_for(self.language()), Text("You are logged out")))
         self.redirect_to("/")

@@ -7,7 +7,8 @@ import json
 from collections.abc import Awaitable, Iterator
 from typing import ClassVar
 
-from schemas.common import ErrorItem, Success
+from schemas.common import Success
+from schemas.text import Text
 from schemas.user import (
     DEVICE_NAMES,
     AccountClose,
@@ -24,7 +25,7 @@ from schemas.user import (
     UserResponse,
 )
 from server.accounts import Accounts, IssuedLogin, WeakPassword, WrongPassword
-from server.errors import ApiError
+from server.errors import ApiError, FieldProblem
 from server.handlers.base import ApiHandler
 from server.openapi import Operation
 
@@ -57,14 +58,14 @@ class UserApiHandler(ApiHandler):
                 422,
                 weak.code,
                 weak.message,
-                errors=[ErrorItem(field=weak.field, reason=problem) for problem in weak.problems],
+                errors=[FieldProblem(weak.field, problem) for problem in weak.problems],
             ) from None
         except WrongPassword as wrong:
             raise ApiError(
                 403,
                 wrong.code,
                 wrong.message,
-                errors=[ErrorItem(field=wrong.field, reason="does not match the current password")],
+                errors=[FieldProblem(wrong.field, Text("does not match the current password"))],
             ) from None
 
     async def log_in(self, body: LoginRequest) -> None:
@@ -110,6 +111,7 @@ class UserHandler(UserApiHandler):
             "Register an account (or, with only name and pwd for an existing name, log in)",
             UserResponse,
             status=201,
+            also=((200, LoginResponse),),
             request=RegisterRequest,
             errors=(401, 409, 429),
             description="The new account holds the role named by `MSERVICES_SIGNUP_ROLE`, when it "
@@ -208,7 +210,7 @@ class MeHandler(UserApiHandler):
     async def get(self) -> None:
         """Answer from the login cache and the menu cache; the database only on a miss."""
         login = self.current_login()
-        tree = await self.services.menus.tree_json_for(login.principal)
+        tree = await self.services.menus.tree_json_for(login.principal, self.locale.code)
         # MeResponse, assembled from cached encodings: the tree is encoded once per role set.
         await self.respond_json(
             b'{"msg":"success","user":%s,"roles":%s,"menus":%s}'

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Final
 
 import tornado.locale
 
 from schemas.text import Text
+from server import resources
 from server.i18n.languages import DEFAULT_LANGUAGE, LANGUAGES
 
-CATALOG_DIR: Final = Path(__file__).resolve().parent.parent / "locale"
+CATALOG_DIR: Final = resources.CATALOG_DIR
+"""``<language>/LC_MESSAGES/mservices.po`` and ``.mo``: in the ``server`` package, checkout or
+wheel."""
 DOMAIN: Final = "mservices"
 SCRIPT_MESSAGES: Final = CATALOG_DIR / "script-messages.json"
 """The message ids used by ``static/js`` (written by ``make messages``); pages hand their

@@ -15,6 +15,7 @@ translations, and new or changed ids wait, empty or fuzzy, for a translator), th
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import re
@@ -29,8 +30,9 @@ from babel.messages.catalog import Catalog, Message
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po, write_po
 
-from server.i18n.catalog import CATALOG_DIR, DOMAIN, SCRIPT_MESSAGES
+from server.i18n.catalog import DOMAIN, SCRIPT_MESSAGES
 from server.i18n.languages import DEFAULT_LANGUAGE, LANGUAGES
+from server.resources import CATALOG_DIR
 
 ROOT: Final = CATALOG_DIR.parent.parent
 PYTHON_SOURCES: Final = ("server", "schemas", "repositories")
@@ -46,13 +48,13 @@ TEMPLATE_KEYWORDS: Final[Mapping[str, Any]] = {
 SCRIPT_KEYWORDS: Final[Mapping[str, Any]] = {"_": (1,)}
 TEMPLATE_CODE: Final = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
 
-MessageId = str | tuple[str, ...]
+MessageId = str | tuple[str, ...] | list[str]
 Location = tuple[str, int]
 
 
 def extract_tornado(
     fileobj: IO[bytes], keywords: Mapping[str, Any], comment_tags: Collection[str], options: Any
-) -> Iterator[tuple[int, str, Any, list[str]]]:
+) -> Iterator[tuple[Any, ...]]:
     """Babel extraction method for Tornado templates: the Python inside ``{{ }}`` and
     ``{% %}`` is handed to Babel's Python extractor, line numbers kept."""
     source = fileobj.read().decode("utf-8")
@@ -121,12 +123,18 @@ def update(translations: Mapping[str, str]) -> None:
     template = extracted()
     for language in LANGUAGES:
         catalog = read_catalog(language)
-        catalog.update(template, update_header_comment=False, update_creation_date=False)
+        # Babel's update adopts the template's own Message objects (and sets their strings), so
+        # each language merges a copy: otherwise a new id would carry one language's
+        # translation into the next catalog.
+        catalog.update(
+            copy.deepcopy(template), update_header_comment=False, update_creation_date=False
+        )
         catalog.obsolete.clear()
         for message in catalog:
             if not message.id:
                 continue
-            if language == SOURCE_LANGUAGE and (not _translated(message) or message.fuzzy):
+            if language == SOURCE_LANGUAGE:
+                # English is the source: its catalog always says exactly the id.
                 message.string = message.id
                 message.flags.discard("fuzzy")
             elif language == DEFAULT_LANGUAGE and _key(message.id) in translations:
@@ -177,7 +185,12 @@ def problems(template: Catalog | None = None) -> list[str]:
             found.append(f"{language}: {mo.name} is missing; run `make messages`")
             continue
         with mo.open("rb") as handle:
-            compiled = {_key(m.id): m.string for m in read_mo(handle) if m.id}
+            # read_mo gives a plural's forms as a list, read_po as a tuple.
+            compiled = {
+                _key(m.id): tuple(m.string) if isinstance(m.string, list) else m.string
+                for m in read_mo(handle)
+                if m.id
+            }
         translated = {
             key: message.string
             for key, message in have.items()
@@ -208,13 +221,15 @@ def _translated(message: Message) -> bool:
     return bool(strings) and all(strings)
 
 
-def _placeholders(value: MessageId | None) -> set[tuple[str, ...]]:
-    forms = value if isinstance(value, tuple) else (value or "",)
-    found: set[tuple[str, ...]] = set()
-    for form in forms:
-        names = sorted({field for _, field, _, _ in string.Formatter().parse(form) if field})
-        found.add(tuple(names))
-    return {tuple(sorted({name for names in found for name in names}))}
+def _placeholders(value: MessageId | None) -> set[str]:
+    """The ``{names}`` used by any form of a message (a plural's forms may differ)."""
+    forms: tuple[str, ...] = (value,) if isinstance(value, str) else tuple(value or ())
+    return {
+        field
+        for form in forms
+        for _text, field, _spec, _conversion in string.Formatter().parse(form)
+        if field
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic_core import ErrorDetails
 
-from schemas.text import Text
+from schemas.text import Text, ntext
 
 Sentence = Callable[[Mapping[str, Any]], Text]
 
@@ -23,11 +23,15 @@ SENTENCES: Final[Mapping[str, Sentence]] = {
     "missing": lambda ctx: Text("this field is required"),
     "extra_forbidden": lambda ctx: Text("this field is not part of the request"),
     "string_type": lambda ctx: Text("must be text"),
-    "string_too_short": lambda ctx: Text(
-        "must be at least {min_length} characters", min_length=ctx.get("min_length")
+    "string_too_short": lambda ctx: ntext(
+        "must be at least {count} character",
+        "must be at least {count} characters",
+        _count(ctx, "min_length"),
     ),
-    "string_too_long": lambda ctx: Text(
-        "must be at most {max_length} characters", max_length=ctx.get("max_length")
+    "string_too_long": lambda ctx: ntext(
+        "must be at most {count} character",
+        "must be at most {count} characters",
+        _count(ctx, "max_length"),
     ),
     "string_pattern_mismatch": lambda ctx: Text("is not in the expected format"),
     "string_unicode": lambda ctx: Text("must be valid text"),
@@ -43,11 +47,15 @@ SENTENCES: Final[Mapping[str, Sentence]] = {
     "greater_than_equal": lambda ctx: Text("must be at least {ge}", ge=ctx.get("ge")),
     "less_than": lambda ctx: Text("must be less than {lt}", lt=ctx.get("lt")),
     "less_than_equal": lambda ctx: Text("must be at most {le}", le=ctx.get("le")),
-    "too_short": lambda ctx: Text(
-        "must have at least {min_length} items", min_length=ctx.get("min_length")
+    "too_short": lambda ctx: ntext(
+        "must have at least {count} item",
+        "must have at least {count} items",
+        _count(ctx, "min_length"),
     ),
-    "too_long": lambda ctx: Text(
-        "must have at most {max_length} items", max_length=ctx.get("max_length")
+    "too_long": lambda ctx: ntext(
+        "must have at most {count} item",
+        "must have at most {count} items",
+        _count(ctx, "max_length"),
     ),
     "literal_error": lambda ctx: Text("must be one of {expected}", expected=ctx.get("expected")),
     "enum": lambda ctx: Text("must be one of {expected}", expected=ctx.get("expected")),
@@ -70,11 +78,18 @@ SENTENCES: Final[Mapping[str, Sentence]] = {
     "url_scheme": lambda ctx: Text(
         "must be a URL starting with {schemes}", schemes=ctx.get("expected_schemes")
     ),
-    "url_too_long": lambda ctx: Text(
-        "must be at most {max_length} characters", max_length=ctx.get("max_length")
+    "url_too_long": lambda ctx: ntext(
+        "must be at most {count} character",
+        "must be at most {count} characters",
+        _count(ctx, "max_length"),
     ),
     "frozen_instance": lambda ctx: Text("cannot be changed"),
 }
+
+
+def _count(ctx: Mapping[str, Any], name: str) -> int:
+    value = ctx.get(name)
+    return value if isinstance(value, int) else 0
 
 
 def validation_reason(detail: ErrorDetails) -> Text | str:

@@ -24,8 +24,8 @@
     }
   });
 
-  // The menu tree: Escape inside a node's opened forms closes them and returns to its "编辑"
-  // button; a form shown again after a refusal is scrolled into view.
+  // The menu tree: Escape inside a node's opened forms closes them and returns to its "Edit"
+  // button (the summary); a form shown again after a refusal is scrolled into view.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape" || !(event.target instanceof Element)) {
       return;
@@ -49,7 +49,7 @@
     }
     var tools = document.createElement("div");
     tools.className = "checklist-tools";
-    [["全选", true], ["全不选", false]].forEach(function (choice) {
+    [[_("Check all"), true], [_("Check none"), false]].forEach(function (choice) {
       var button = document.createElement("button");
       button.type = "button";
       button.textContent = choice[0];

@@ -37,7 +37,7 @@
   function send(form, tokenField) {
     var built = buildUrl(form);
     if (built.missing.length) {
-      show(form, "请填写路径参数：" + built.missing.join("、"), "");
+      show(form, _("Fill in the path parameters: {names}", { names: built.missing.join(", ") }), "");
       return;
     }
     var headers = { "Accept": "application/json" };
@@ -49,7 +49,7 @@
       headers["Content-Type"] = "application/json";
       init.body = body.value;
     }
-    show(form, "发送中…", "");
+    show(form, _("Sending…"), "");
     fetch(built.url, init).then(function (response) {
       return response.text().then(function (text) {
         show(form, response.status + " " + response.statusText + " · " + form.dataset.method + " " + built.url, pretty(text));
@@ -61,7 +61,7 @@
         }
       });
     }).catch(function (error) {
-      show(form, "请求失败：" + error.message, "");
+      show(form, _("Request failed: {error}", { error: error.message }), "");
     });
   }
 

@@ -1,5 +1,6 @@
 // The downloads page: start a download, then poll GET /api/downloads and show progress bars.
-// Text from the server only ever goes through textContent or attributes, never innerHTML.
+// Text from the server only ever goes through textContent or attributes, never innerHTML; the
+// page's own words go through _() (static/js/i18n.js), in the page's language.
 (function () {
   "use strict";
 
@@ -32,39 +33,48 @@
       }
       return response.json().then(function (data) {
         if (!response.ok) {
-          throw new Error(REASONS[data.code] || data.msg || "请求失败（" + response.status + "）");
+          throw new Error(
+            REASONS[data.code] || data.msg || _("Request failed ({status})", { status: response.status })
+          );
         }
         return data;
       });
     });
   }
 
-  // Why a download stopped or was refused, in words, by the stable error code.
+  // Why a download stopped or was refused, in words, by the stable error code (a code not
+  // listed here shows the server's own reason, which it words in the page's language too).
   var REASONS = {
-    cancelled: "文件未保存",
-    too_large: "文件超过大小上限，已停止",
-    forbidden_address: "不能下载内网或本机地址",
-    invalid_url: "网址无效",
-    invalid_scheme: "只能下载 http:// 或 https:// 网址",
-    unresolvable_host: "域名无法解析",
-    upstream_timeout: "对方服务器太久没有响应，已超时",
-    upstream_error: "对方服务器返回错误或无法连接",
-    too_many_redirects: "重定向次数太多",
-    disk_cap: "服务器的下载空间已满",
-    write_failed: "保存文件失败",
-    shutting_down: "服务器正在关闭，下载已停止",
-    too_many_downloads: "正在进行的下载太多，请稍后再试",
-    user_concurrency_cap: "你同时进行的下载已达上限",
-    user_daily_cap: "你今天的下载次数已达上限",
-    internal_error: "下载出错",
+    cancelled: _("The file was not saved"),
+    too_large: _("The file is over the size limit; stopped"),
+    forbidden_address: _("Internal and local addresses cannot be downloaded"),
+    invalid_url: _("The URL is not valid"),
+    invalid_scheme: _("Only http:// and https:// URLs can be downloaded"),
+    unresolvable_host: _("The host name does not resolve"),
+    upstream_timeout: _("The other server took too long to answer; timed out"),
+    upstream_error: _("The other server answered an error or could not be reached"),
+    too_many_redirects: _("Too many redirects"),
+    disk_cap: _("The server's download space is full"),
+    write_failed: _("Saving the file failed"),
+    shutting_down: _("The server is shutting down; the download was stopped"),
+    too_many_downloads: _("Too many downloads are running; please try again later"),
+    user_concurrency_cap: _("You have reached your limit of downloads at once"),
+    user_daily_cap: _("You have reached your download limit for today"),
+    internal_error: _("The download went wrong"),
   };
-  var STATES = { queued: "排队中", running: "下载中", done: "已完成", failed: "失败", cancelled: "已取消" };
+  var STATES = {
+    queued: _("Queued"),
+    running: _("Downloading"),
+    done: _("Done"),
+    failed: _("Failed"),
+    cancelled: _("Cancelled"),
+  };
   var samples = {}; // id -> {bytes, at, speed}: speed is measured between polls
 
-  function reason(code, upstreamStatus) {
-    var text = REASONS[code] || "下载失败";
+  function reason(code, upstreamStatus, serverReason) {
+    var text = REASONS[code] || serverReason || _("The download failed");
     if (code === "upstream_error" && upstreamStatus) {
-      text += "（HTTP " + upstreamStatus + "）";
+      text = _("{reason} (HTTP {status})", { reason: text, status: upstreamStatus });
     }
     return text;
   }
@@ -86,13 +96,13 @@
   function duration(seconds) {
     seconds = Math.max(1, Math.round(seconds));
     if (seconds < 60) {
-      return seconds + " 秒";
+      return _("{seconds} s", { seconds: seconds });
     }
     var minutes = Math.floor(seconds / 60);
     if (minutes < 60) {
-      return minutes + " 分 " + (seconds % 60) + " 秒";
+      return _("{minutes} min {seconds} s", { minutes: minutes, seconds: seconds % 60 });
     }
-    return Math.floor(minutes / 60) + " 小时 " + (minutes % 60) + " 分";
+    return _("{hours} h {minutes} min", { hours: Math.floor(minutes / 60), minutes: minutes % 60 });
   }
 
   // Bytes a second, smoothed over the polls that saw this download running.
@@ -118,7 +128,7 @@
       if (speed !== null) {
         parts.push(size(Math.round(speed)) + "/s");
         if (item.total && speed > 0) {
-          parts.push("剩余约 " + duration((item.total - item.bytes) / speed));
+          parts.push(_("about {time} left", { time: duration((item.total - item.bytes) / speed) }));
         }
       }
     } else {
@@ -165,19 +175,18 @@
     amount.className = "muted download-amount";
     amount.textContent = " " + progressText(item);
     progressCell.appendChild(amount);
-    var stateCell = cell(row, STATES[item.state] || item.state);
-    stateCell.className = "download-state";
+    var state = STATES[item.state] || item.state;
     if (item.state === "failed" || item.state === "cancelled") {
-      var why = document.createElement("span");
-      why.className = "download-reason";
       var code = item.state === "cancelled" && !item.error_code ? "cancelled" : item.error_code;
-      why.textContent = "：" + reason(code, item.upstream_status);
-      stateCell.appendChild(why);
+      var why = reason(code, item.upstream_status, item.error);
+      state = _("{state}: {reason}", { state: state, reason: why });
     }
+    var stateCell = cell(row, state);
+    stateCell.className = "download-state";
     var actions = cell(row, "");
     var button = document.createElement("button");
     button.type = "button";
-    button.textContent = active ? "取消" : "移除";
+    button.textContent = active ? _("Cancel") : _("Remove");
     button.addEventListener("click", function () {
       call("DELETE", api + "/" + encodeURIComponent(item.id)).then(refresh, showProblem);
     });

@@ -43,9 +43,9 @@ async def site(tmp_path: Path, sqlite_url: str, mailbox: Mailbox) -> AsyncIterat
         yield served
 
 
-async def new_page(browser: Browser, site: Site) -> Page:
-    """A page in a fresh context (its own cookies)."""
-    context = await browser.new_context(base_url=site.base_url, locale="zh-CN")
+async def new_page(browser: Browser, site: Site, *, locale: str = "zh-CN") -> Page:
+    """A page in a fresh context (its own cookies) whose browser asks for ``locale``."""
+    context = await browser.new_context(base_url=site.base_url, locale=locale)
     context.set_default_timeout(10_000)
     return await context.new_page()
 
@@ -140,3 +140,51 @@ async def test_forgot_password_mail_reset_and_log_in_with_the_new_password(
     await log_in(visitor, "forgetful", NEW_PASSWORD)
     await page.goto("/account")  # the session from before the reset has ended
     await page.wait_for_url("**/login?next=%2Faccount")
+
+
+async def test_the_language_chosen_on_the_account_page_follows_the_user_to_another_browser(
+    browser: Browser, site: Site
+) -> None:
+    page = await new_page(browser, site)
+    await sign_up(page, "polyglot")
+    section = page.locator("form.account-language")
+    await expect(section.get_by_label("页面语言")).to_have_value("auto")
+
+    await section.get_by_label("页面语言").select_option("en_US")
+    await section.get_by_role("button", name="保存语言").click()
+
+    await page.wait_for_url("**/account")
+    await expect(page.locator("html")).to_have_attribute("lang", "en-US")
+    await expect(page.get_by_role("heading", name="My account")).to_be_visible()
+    language = page.locator("form.account-language").get_by_label("Language of the pages")
+    await expect(language).to_have_value("en_US")
+    # Another browser, asking for Chinese, speaks English once this account logs in there.
+    elsewhere = await new_page(browser, site, locale="zh-CN")
+    await elsewhere.goto("/login")
+    await expect(elsewhere.locator("html")).to_have_attribute("lang", "zh-CN")
+    await elsewhere.get_by_label("用户名").fill("polyglot")
+    await elsewhere.get_by_label("密码").fill(PASSWORD)
+    await elsewhere.get_by_role("button", name="登录").click()
+    await expect(elsewhere.locator(".flash")).to_have_text("Welcome, polyglot")
+    await expect(elsewhere.locator("html")).to_have_attribute("lang", "en-US")
+
+    await language.select_option("auto")
+    await page.locator("form.account-language").get_by_role("button", name="Save language").click()
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(page.get_by_role("heading", name="我的账号")).to_be_visible()
+
+
+async def test_an_english_browser_gets_english_pages_until_it_switches(
+    browser: Browser, site: Site
+) -> None:
+    page = await new_page(browser, site, locale="en-GB")
+    await page.goto("/login")
+    await expect(page.locator("html")).to_have_attribute("lang", "en-US")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page.get_by_role("link", name="Forgot your password?")).to_be_visible()
+
+    await page.locator(".language-switch").get_by_role("button", name="中文").click()
+
+    await page.wait_for_url("**/login")
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(page.get_by_role("link", name="忘记密码？")).to_be_visible()

@@ -35,8 +35,33 @@ async def test_try_it_out_sends_get_user_me_with_the_typed_token(
     # Without a token the API refuses: the page shows the status, not a login redirect.
     await form.get_by_role("button", name="发送请求").click()
     await expect(form.locator(".try-status")).to_contain_text("401")
+    await expect(form.locator(".try-result")).to_contain_text('"msg": "请先登录')
     await page.locator("#docs-token").fill(token)
     await form.get_by_role("button", name="发送请求").click()
     await expect(form.locator(".try-status")).to_contain_text("200")
     await expect(form.locator(".try-result")).to_contain_text('"name": "reader"')
+    await context.close()
+
+
+async def test_an_english_browser_reads_the_page_and_the_answers_in_english(
+    browser: Browser, client: Client
+) -> None:
+    context = await browser.new_context(base_url=client.base_url, locale="en-US")
+    page = await context.new_page()
+    await page.goto("/docs")
+    await expect(page.locator(".docs-language-note")).to_have_text(
+        "API descriptions are in English."
+    )
+    await expect(page.locator("#docs-token")).to_have_attribute(
+        "placeholder", "Paste a token, or run POST /user/login below to fill it in"
+    )
+    operation = page.locator("details.api-op", has=page.locator('form[data-path="/user/me"]'))
+    operation = operation.filter(has=page.locator('form[data-method="GET"]'))
+    await operation.locator("summary").click()
+    form = operation.locator("form.try-it")
+    await expect(form.locator("h4")).to_have_text("Try it out")
+    await form.get_by_role("button", name="Send request").click()
+    await expect(form.locator(".try-status")).to_contain_text("401")
+    # The API answers the page's reader in the browser's language too.
+    await expect(form.locator(".try-result")).to_contain_text('"msg": "log in first')
     await context.close()

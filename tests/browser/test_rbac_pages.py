@@ -37,7 +37,11 @@ async def passwords(services: Services) -> dict[str, str]:
 
 
 async def log_in(browser: Browser, client: Client, name: str, password: str) -> Page:
-    """A page in a fresh browser context (its own cookies), logged in through the form."""
+    """A page in a fresh browser context (its own cookies), logged in through the form.
+
+    It returns once the home page shows ``name`` in the header: that is drawn only for a
+    request whose session cookie resolved to the account, whereas the welcome flash travels in a
+    cookie of its own and proves only that the form was accepted."""
     context = await browser.new_context(
         base_url=client.base_url, viewport={"width": 1280, "height": 900}, locale="zh-CN"
     )
@@ -48,6 +52,7 @@ async def log_in(browser: Browser, client: Client, name: str, password: str) -> 
     await page.get_by_role("button", name="登录").click()
     await page.wait_for_url(client.base_url + "/")
     await expect(page.locator(".flash")).to_have_text(f"欢迎, {name}")
+    await expect(page.locator(".account a.who")).to_have_text(name)
     return page
 
 
@@ -143,8 +148,9 @@ async def test_a_customer_opening_an_admin_page_gets_403(
     customer = await log_in(browser, client, "customer", passwords["customer"])
     response = await customer.goto("/admin/menus")
     assert response is not None
-    assert response.status == 403
+    assert (response.status, response.url) == (403, client.base_url + "/admin/menus")
     await expect(customer.locator("h1.error-status")).to_have_text("403")
+    await expect(customer.locator(".account a.who")).to_have_text("customer")
     await expect(customer.locator("main")).not_to_contain_text("菜单树")
 
 
@@ -167,7 +173,7 @@ async def test_a_refused_create_keeps_everything_the_admin_typed(
     await form.get_by_label("显示").uncheck()
     await form.get_by_role("button", name="创建").click()
 
-    await expect(admin.locator(".flash")).to_contain_text("the url '/downloads' belongs to")
+    await expect(admin.locator(".flash")).to_have_text("地址 /downloads 已属于另一个菜单")
     form = admin.locator("form.menu-create")
     for label, value in typed.items():
         await expect(form.get_by_label(label)).to_have_value(value)

@@ -10,6 +10,8 @@ script replaced by that one, both verbatim.
 - ``xhr.html`` writes ``#result`` only on a 200, so for it the test proves that the preflight and
   the POST succeeded at the network level and that the page's script could read the 422 (status
   and body), which CORS would hide from it otherwise.
+- ``msg`` is in the language the browser asks for (its ``Accept-Language``; Chinese by default);
+  a successful login's ``"msg": "success"`` is the same word in every language.
 - With the API allowing another origin only, the browser refuses: a CORS error, ``#result`` empty.
 """
 
@@ -23,12 +25,14 @@ from sqlalchemy import select
 from repositories.models import AuditEntry
 from repositories.users import UserRepository
 from server.app import make_app
+from server.i18n import DEFAULT_LANGUAGE, negotiate
 from server.services import Services, open_services
 from tests.browser.conftest import TIMEOUT_MS, OpenPage, SeedSite
 from tests.conftest import Client, make_settings, serve_app
 
 SEED_BODY = {"name": "cxk", "pwd": "123"}
-POLICY_MSG = "the password does not meet the policy"
+POLICY_MSG = {"zh_CN": "密码不符合要求", "en_US": "the password does not meet the policy"}
+"""The API's ``msg`` for the seed pages' weak password, in each language it speaks."""
 
 # Records what the page's XMLHttpRequest delivered to scripts (its ``req`` is a local variable);
 # the page's own HTML and script stay untouched.
@@ -44,12 +48,14 @@ XMLHttpRequest.prototype.open = function (...args) {
 """
 
 
-async def the_apis_answer(client: Client) -> dict[str, Any]:
-    """What the API answers the seed pages' body, asked directly (a 422: nothing is created)."""
-    response = await client.post("/user", json_body=SEED_BODY)
+async def the_apis_answer(client: Client, accept_language: str | None) -> dict[str, Any]:
+    """What the API answers the seed pages' body, asked directly in the language the browser
+    asked for (a 422: nothing is created)."""
+    headers = {"Accept-Language": accept_language} if accept_language else {}
+    response = await client.post("/user", json_body=SEED_BODY, headers=headers)
     assert response.status == 422
     body: dict[str, Any] = response.json()
-    assert body["msg"] == POLICY_MSG
+    assert body["msg"] == POLICY_MSG[negotiate(accept_language) or DEFAULT_LANGUAGE]
     return body
 
 
@@ -61,7 +67,6 @@ def header(headers: dict[str, str], name: str) -> str:
 async def test_the_fetch_page_shows_the_apis_msg_across_origins(
     client: Client, seed_site: SeedSite, open_page: OpenPage
 ) -> None:
-    expected = await the_apis_answer(client)
     origin = await seed_site(client.base_url)
     watched = await open_page(f"{origin}/fetch.html")
     page = watched.page
@@ -69,6 +74,7 @@ async def test_the_fetch_page_shows_the_apis_msg_across_origins(
     async with page.expect_response(lambda r: r.url == f"{client.base_url}/user") as answer:
         await page.get_by_role("button", name="登录").click()
     response = await answer.value
+    expected = await the_apis_answer(client, await response.request.header_value("accept-language"))
     await page.wait_for_function(
         "document.getElementById('result').textContent !== ''", timeout=TIMEOUT_MS
     )
@@ -85,7 +91,6 @@ async def test_the_fetch_page_shows_the_apis_msg_across_origins(
 async def test_the_xhr_page_reads_the_cross_origin_answer_after_a_preflight(
     client: Client, seed_site: SeedSite, open_page: OpenPage
 ) -> None:
-    expected = await the_apis_answer(client)
     origin = await seed_site(client.base_url)
     watched = await open_page("about:blank")
     page = watched.page
@@ -95,6 +100,7 @@ async def test_the_xhr_page_reads_the_cross_origin_answer_after_a_preflight(
     async with page.expect_response(lambda r: r.url == f"{client.base_url}/user") as answer:
         await page.get_by_role("button", name="登录").click()
     response = await answer.value
+    expected = await the_apis_answer(client, await response.request.header_value("accept-language"))
     await page.wait_for_function("window.__xhrLoads.length > 0", timeout=TIMEOUT_MS)
     await watched.wait_until(lambda: len(watched.preflights) > 0, "the CORS preflight")
 

@@ -13,6 +13,7 @@ from repositories.errors import Conflict, NotFound, Unprocessable
 from repositories.menus import MAX_DEPTH, MenuNode, MenuRepository, build_tree, link_tree
 from repositories.models import Menu, role_menu
 from repositories.roles import RoleRepository
+from schemas.text import Text
 from tests.repositories.conftest import NO_SUCH_ID, recorded_statements
 
 Shape = list[tuple[str, "Shape"]]
@@ -164,6 +165,11 @@ async def test_moving_a_middle_menu_under_its_own_child_is_refused(session: Asyn
         await menus.update(chain[1].id, {"parent_id": chain[2].id})
 
     assert refused.value.code == "menu_cycle"
+    assert refused.value.message == Text(
+        "menu {id} cannot move under {parent}: it would be its own ancestor",
+        id=chain[1].id,
+        parent=chain[2].id,
+    )
 
 
 async def test_a_menu_can_move_under_another_branch_and_back_to_the_root(
@@ -210,6 +216,9 @@ async def test_the_same_title_twice_under_one_parent_is_refused(session: AsyncSe
         await menus.add(title="Goods", parent_id=shop.id)
 
     assert refused.value.code == "menu_title_taken"
+    assert refused.value.message == Text(
+        "a menu titled '{title}' already exists here", title="Goods"
+    )
     assert await menus.count() == 2
 
 
@@ -283,6 +292,7 @@ async def test_a_url_used_twice_is_refused(session: AsyncSession) -> None:
         await menus.add(title="Store", url="/shop")
 
     assert refused.value.code == "menu_url_taken"
+    assert refused.value.message == Text("the url '{url}' belongs to another menu", url="/shop")
     assert await menus.count() == 1
 
 
@@ -315,6 +325,9 @@ async def test_deleting_a_menu_with_children_without_cascade_is_refused(
         await menus.delete(shop.id)
 
     assert refused.value.code == "menu_has_children"
+    assert refused.value.message == Text(
+        "menu {id} has children; delete them first or pass cascade", id=shop.id
+    )
     assert await menus.count() == 2
 
 
@@ -411,6 +424,7 @@ async def test_moving_a_menu_under_an_unknown_parent_is_not_found(session: Async
         await menus.update(shop.id, {"parent_id": NO_SUCH_ID})
 
     assert missing.value.code == "menu_not_found"
+    assert missing.value.message == Text("menu {id} does not exist", id=NO_SUCH_ID)
     assert (await menus.get(shop.id)).parent_id is None
 
 
@@ -554,6 +568,9 @@ async def test_moving_a_subtree_is_refused_when_its_leaves_would_pass_max_depth(
         await menus.update(top.id, {"parent_id": chain[-2].id})  # Leaf would sit at 33
 
     assert refused.value.code == "menu_too_deep"
+    assert refused.value.message == Text(
+        "menus may be nested at most {depth} levels deep", depth=MAX_DEPTH
+    )
     assert (await menus.get(top.id)).parent_id is None
     moved = await menus.update(top.id, {"parent_id": chain[-3].id})  # Leaf at exactly 32
     assert moved.parent_id == chain[-3].id

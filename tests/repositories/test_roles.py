@@ -15,6 +15,7 @@ from repositories.menus import MenuRepository
 from repositories.models import role_menu, role_permission, user_role
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from tests.repositories.conftest import NO_SUCH_ID
 
 
@@ -72,6 +73,7 @@ async def test_a_taken_role_name_is_refused(session: AsyncSession) -> None:
         await roles.add(name="seller", description="again")
 
     assert refused.value.code == "role_name_taken"
+    assert refused.value.message == Text("a role named '{name}' exists", name="seller")
     assert len(await roles.list()) == 1
 
 
@@ -84,6 +86,7 @@ async def test_renaming_a_role_to_a_taken_name_is_refused(session: AsyncSession)
         await roles.update(buyer.id, {"name": "seller"})
 
     assert refused.value.code == "role_name_taken"
+    assert refused.value.message == Text("a role named '{name}' exists", name="seller")
     assert (await roles.get(buyer.id)).name == "buyer"
 
 
@@ -117,6 +120,7 @@ async def test_an_unknown_role_is_not_found(session: AsyncSession, call: Any) ->
         await call(roles)
 
     assert missing.value.code == "role_not_found"
+    assert missing.value.message == Text("role {id} does not exist", id=NO_SUCH_ID)
     assert len(await roles.list()) == 1
 
 
@@ -157,7 +161,7 @@ async def test_set_menus_with_an_unknown_menu_changes_nothing(
     await session.commit()
 
     assert missing.value.code == "menu_not_found"
-    assert str(NO_SUCH_ID) in missing.value.message
+    assert missing.value.message == Text("menus do not exist: {ids}", ids=str(NO_SUCH_ID))
     async with sessions() as fresh:
         assert await RoleRepository(fresh).menu_ids(seller.id) == {shop.id}
 

@@ -284,3 +284,61 @@ async def test_upgrading_to_languages_keys_the_demo_rows_an_install_has(
     assert menus == {1: "Administration", 2: "Users", 3: None, 4: None}
     assert roles == {1: "Customer: their own orders and support chat", 2: None}
     assert language is None
+
+
+async def test_upgrading_to_support_threads_grants_support_answer_to_the_staff_only(
+    empty_engine: AsyncEngine,
+) -> None:
+    """0008 grants ``support.answer`` to the roles that grant the ``/robbit`` menu and hold
+    ``orders.lookup`` (the support staff), to nobody else, and moves history said in public
+    rooms named ``support-...`` (any case) aside, so no private conversation can show it."""
+    long_room = "support-" + "x" * 56
+    await schema.upgrade(empty_engine, "0007")
+    async with empty_engine.begin() as connection:
+        for statement in (
+            "INSERT INTO menu (id, title, url, sort, visible, created_at) VALUES "
+            "(1, '客服在线', '/robbit', 0, 1, '2026-01-01'), "
+            "(2, '订单查询', '/admin/orders', 0, 1, '2026-01-01')",
+            "INSERT INTO role (id, name) VALUES "
+            "(1, 'agent'), (2, 'customer'), (3, 'clerk'), (4, 'helper')",
+            "INSERT INTO role_menu (role_id, menu_id) VALUES "
+            "(1, 1), (1, 2), (2, 1), (3, 2), (4, 1)",
+            "INSERT INTO role_permission (role_id, permission) VALUES "
+            "(1, 'chat.use'), (1, 'orders.lookup'), (2, 'chat.use'), (3, 'orders.lookup'), "
+            "(4, 'chat.use')",
+            "INSERT INTO chat_message (id, room, user_name, text, created_at) VALUES "
+            "(1, 'support-1', 'mallory', 'send me your password', '2026-01-01'), "
+            "(2, 'Support-Queue', 'mallory', 'hi', '2026-01-01'), "
+            "(3, 'lobby', 'ann', 'hello', '2026-01-01'), "
+            "(4, 'supporters', 'ann', 'go team', '2026-01-01'), "
+            f"(5, '{long_room}', 'ann', 'long', '2026-01-01')",
+        ):
+            await connection.execute(text(statement))
+
+    await schema.upgrade(empty_engine)
+
+    async with empty_engine.connect() as connection:
+        answering = (
+            await connection.execute(
+                text("SELECT role_id FROM role_permission WHERE permission = 'support.answer'")
+            )
+        ).scalars()
+        rooms = dict((await connection.execute(text("SELECT id, room FROM chat_message"))).all())
+        staff = (await connection.execute(text("SELECT staff FROM chat_message"))).scalars()
+        assert list(answering) == [1]
+        assert not any(staff)
+    assert rooms == {
+        1: "old-support-1",
+        2: "old-Support-Queue",
+        3: "lobby",
+        4: "supporters",
+        5: "old-" + long_room[:60],
+    }
+
+    await schema.downgrade(empty_engine, "0007")
+
+    async with empty_engine.connect() as connection:
+        left = await connection.scalar(
+            text("SELECT COUNT(*) FROM role_permission WHERE permission = 'support.answer'")
+        )
+    assert left == 0

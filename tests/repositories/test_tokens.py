@@ -13,6 +13,7 @@ from repositories.errors import NotFound
 from repositories.models import AuthToken, User
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from tests.repositories.conftest import NO_SUCH_ID
 
 DAY = dt.timedelta(days=1)
@@ -143,6 +144,7 @@ async def test_get_for_user_finds_only_the_users_own_token(session: AsyncSession
         await tokens.get_for_user(NO_SUCH_ID, alice.id)
 
     assert foreign.value.code == missing.value.code == "session_not_found"
+    assert missing.value.message == Text("session {id} does not exist", id=NO_SUCH_ID)
 
 
 async def test_revoking_a_token_twice_keeps_the_first_revocation_time(

@@ -12,6 +12,7 @@ from repositories.errors import Conflict, NotFound
 from repositories.models import User
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from tests.repositories.conftest import NO_SUCH_ID
 
 
@@ -56,6 +57,7 @@ async def test_getting_an_unknown_user_is_not_found(session: AsyncSession) -> No
         await UserRepository(session).get(NO_SUCH_ID)
 
     assert missing.value.code == "user_not_found"
+    assert missing.value.message == Text("user {id} does not exist", id=NO_SUCH_ID)
 
 
 async def test_a_taken_name_is_refused(session: AsyncSession) -> None:
@@ -66,6 +68,7 @@ async def test_a_taken_name_is_refused(session: AsyncSession) -> None:
         await add_user(users, "alice")
 
     assert refused.value.code == "name_taken"
+    assert refused.value.message == Text("the name “{name}” is taken", name="alice")
     assert await users.count() == 1
 
 
@@ -246,7 +249,7 @@ async def test_set_roles_with_an_unknown_role_changes_nothing(
     await session.commit()
 
     assert missing.value.code == "role_not_found"
-    assert str(NO_SUCH_ID) in missing.value.message
+    assert missing.value.message == Text("roles do not exist: {ids}", ids=str(NO_SUCH_ID))
     async with sessions() as fresh:
         assert await UserRepository(fresh).role_ids(alice.id) == {seller.id}
 

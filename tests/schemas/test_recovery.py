@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.recovery import EmailChange, PasswordForgot, normalise_email
+from schemas.recovery import EmailChange, PasswordForgot, email_problem, normalise_email
+from server.i18n import locale_for, translate
+from server.i18n.validation import validation_reason
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,22 @@ def test_null_removes_the_address_but_it_must_be_given() -> None:
         EmailChange.model_validate({"pwd": "current"})
     with pytest.raises(ValidationError):
         EmailChange.model_validate({"email": None}), "the current password is required"
+
+
+@pytest.mark.parametrize(
+    ("typed", "chinese"),
+    [
+        ("plain", "必须是邮箱地址，例如 name@example.com"),
+        ("x" * 65 + "@example.com", "@ 之前的部分最多 64 个字符"),
+    ],
+)
+def test_a_refused_address_says_why_in_the_readers_language(typed: str, chinese: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        normalise_email(typed)
+    reason = email_problem(refused.value)
+
+    assert translate(locale_for("zh_CN"), reason) == chinese
+    assert translate(locale_for("en_US"), reason) == str(reason)
+    with pytest.raises(ValidationError) as invalid:
+        PasswordForgot(email=typed)
+    assert validation_reason(invalid.value.errors()[0]) == reason

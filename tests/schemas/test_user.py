@@ -7,6 +7,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from schemas.text import Text
 from schemas.user import (
     AccountClose,
     LoginRequest,
@@ -15,6 +16,8 @@ from schemas.user import (
     RegisterRequest,
 )
 from server.handlers.base import MAX_JSON_DEPTH
+from server.i18n import locale_for, translate
+from server.i18n.validation import validation_reason
 
 REQUEST_MODELS = [LoginRequest, RegisterRequest, ProfileUpdate, PasswordChange, AccountClose]
 
@@ -45,3 +48,39 @@ def test_mobile_takes_ascii_digits_only_and_no_trailing_newline(mobile: str) -> 
 @pytest.mark.parametrize("mobile", ["13812345678", "19912345678", "+4915112345678", "+1234567"])
 def test_mobile_accepts_chinese_and_e164_numbers(mobile: str) -> None:
     assert RegisterRequest(name="cxk", pwd="x", mobile=mobile).mobile == mobile
+
+
+@pytest.mark.parametrize(
+    ("data", "english", "chinese"),
+    [
+        (
+            {"name": " cxk", "pwd": "x"},
+            "must be printable characters, without leading or trailing spaces",
+            "必须是可打印字符，且首尾不能有空格",
+        ),
+        (
+            {"name": "cxk", "pwd": "x", "mobile": "12345"},
+            "must be an 11-digit Chinese mobile number or an E.164 number (+...)",
+            "必须是 11 位中国大陆手机号或 E.164 格式的号码（+...）",
+        ),
+    ],
+)
+def test_our_own_refusals_are_sentences_the_reader_gets_in_their_language(
+    data: dict[str, str], english: str, chinese: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        RegisterRequest.model_validate(data)
+    [error] = refused.value.errors()
+    reason = validation_reason(error)
+
+    assert isinstance(reason, Text)
+    assert translate(locale_for("en_US"), reason) == english
+    assert translate(locale_for("zh_CN"), reason) == chinese
+
+
+def test_an_empty_profile_change_says_what_to_give() -> None:
+    with pytest.raises(ValidationError) as refused:
+        ProfileUpdate.model_validate({})
+    reason = validation_reason(refused.value.errors()[0])
+
+    assert translate(locale_for("zh_CN"), reason) == "请至少提供 name、mobile、city 之一"

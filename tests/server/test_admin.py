@@ -26,6 +26,7 @@ from repositories.models import AppLock, Menu, Role, User, utcnow
 from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
+from schemas.text import Text
 from server.admin import REFUSED_ACTION, Admin, Refused
 from server.invalidation import Event
 from server.permissions import (
@@ -273,7 +274,7 @@ async def test_an_admin_cannot_remove_their_own_admin_role(
     with pytest.raises(Conflict) as refused:
         await admin_for(session, alice).set_user_roles(alice.user_id, [])
     assert refused.value.code == "own_admin_access"
-    assert USERS_ASSIGN in refused.value.message
+    assert USERS_ASSIGN in str(refused.value.message)
     await session.rollback()  # the caller's job: the refused change was flushed, never committed
     async with sessions() as fresh:
         assert await UserRepository(fresh).role_ids(alice.user_id) == {role_admin.role_id}
@@ -286,7 +287,7 @@ async def test_an_admin_cannot_take_an_admin_permission_from_their_own_role(
     with pytest.raises(Conflict) as refused:
         await admin_for(session, role_admin.alice).set_role_permissions(role_admin.role_id, others)
     assert refused.value.code == "own_admin_access"
-    assert ROLES_CHANGE in refused.value.message
+    assert ROLES_CHANGE in str(refused.value.message)
 
 
 async def test_an_admin_cannot_delete_their_own_admin_role(
@@ -611,8 +612,16 @@ async def test_a_user_assigner_cannot_take_away_a_role_it_could_not_give(
     await session.commit()
 
     attempt = admin_for(session, mallory).set_user_roles(world.bob_id, [])
-    await refusal(session, attempt, "grant_ceiling")
+    refused = await refusal(session, attempt, "grant_ceiling")
 
+    assert refused.message == Text(
+        "you can only grant what you hold yourself: roles {roles} of user {id}",
+        roles=str(world.viewers_id),
+        id=world.bob_id,
+    )
+    assert refused.audit_detail == (
+        f"grant_ceiling: give or take roles [{world.viewers_id}] of user {world.bob_id}"
+    )
     assert await role_ids(sessions, world.bob_id) == {world.viewers_id}
 
 
@@ -756,7 +765,8 @@ async def test_only_a_superuser_changes_superuser_status(
         (world.root.user_id, {"is_superuser": False}),
     ):
         attempt = admin_for(session, uma).update_user(user_id, change)
-        await refusal(session, attempt, "superuser_required")
+        refused = await refusal(session, attempt, "superuser_required")
+        assert refused.message == Text("only a superuser can change superuser status")
 
     async with sessions() as fresh:
         users = UserRepository(fresh)
@@ -801,7 +811,7 @@ async def test_a_non_superuser_cannot_act_on_a_user_holding_a_permission_it_lack
     ]
     for attempt in attempts:
         refused = await refusal(session, attempt(admin_for(session, uma)), "user_outranks_you")
-        assert AUDIT_VIEW in refused.message
+        assert AUDIT_VIEW in str(refused.message)
 
     assert await role_ids(sessions, tess.user_id) == {tess_role}
     # The same actor may act on someone who holds no more than it does.

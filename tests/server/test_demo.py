@@ -17,7 +17,14 @@ from repositories.models import Base, Menu
 from repositories.orders import OrderRepository
 from repositories.roles import RoleRepository
 from repositories.users import UserRepository
-from server.demo import CREDENTIALS_FILE, DemoResult, load_demo, remember_credentials
+from server.demo import (
+    CREDENTIALS_FILE,
+    DEMO_ROLES,
+    DemoResult,
+    load_demo,
+    remember_credentials,
+)
+from server.i18n import locale_for
 from server.menu_access import ANONYMOUS_ROLE, MenuAccess, Principal, granted_tree
 from server.permissions import PERMISSIONS
 from server.security.passwords import PasswordHasher
@@ -126,6 +133,29 @@ async def test_load_demo_builds_the_menu_tree(
             ],
         ),
     ]
+
+
+async def test_demo_titles_and_descriptions_carry_message_ids_whose_chinese_is_what_is_stored(
+    sessions: async_sessionmaker[AsyncSession], passwords: PasswordHasher
+) -> None:
+    """Pages show a built-in menu or role in the reader's language through its message id; in
+    Chinese, the default, that reads exactly as the row stored (and as it read before)."""
+    await load(sessions, passwords)
+    chinese, english = locale_for("zh_CN"), locale_for("en_US")
+    async with sessions() as session:
+        menus = await MenuRepository(session).list()
+        roles = await RoleRepository(session).list()
+    assert {menu.title for menu in menus} == EVERY_MENU
+    for menu in menus:
+        assert menu.title_key is not None, menu.title
+        assert chinese.translate(menu.title_key) == menu.title
+        assert english.translate(menu.title_key) == menu.title_key
+    assert {role.name: role.description_key for role in roles} == {
+        name: label.msgid for name, (_description, label) in DEMO_ROLES.items()
+    }
+    for role in roles:
+        assert role.description_key is not None
+        assert chinese.translate(role.description_key) == role.description
 
 
 async def test_load_demo_creates_one_user_per_role_and_only_admin_is_a_superuser(
@@ -243,13 +273,14 @@ async def test_the_admin_role_alone_grants_the_administration_menus(
 async def test_each_demo_role_holds_the_permissions_of_what_it_does(
     sessions: async_sessionmaker[AsyncSession], passwords: PasswordHasher
 ) -> None:
-    """A customer chats and orders; an agent also looks up orders; admin administers."""
+    """A customer chats and orders; an agent also looks up orders and answers support
+    conversations; admin administers."""
     await load(sessions, passwords)
     access = MenuAccess(sessions)
     customer = await access.access_for(await principal(sessions, "customer"))
     agent = await access.access_for(await principal(sessions, "agent"))
     assert customer.permissions == {"chat.use", "orders.use"}
-    assert agent.permissions == {"chat.use", "orders.use", "orders.lookup"}
+    assert agent.permissions == {"chat.use", "orders.use", "orders.lookup", "support.answer"}
     async with sessions() as session:
         admin = await RoleRepository(session).get_by_name("admin")
         assert admin is not None

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.mail import Mail, Mailer, SmtpTarget
+from schemas.text import Text
+from server.mail import Mail, Mailer, SmtpTarget, compose
 from tests.conftest import make_settings
 from tests.mailbox import Mailbox, free_port, link_in
 
@@ -93,3 +94,29 @@ async def test_a_mail_server_that_is_down_is_logged_not_raised(
         await Mailer.from_settings(settings).send(MAIL)
 
     assert "could not be sent" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("language", "subject", "tag"),
+    [
+        ("zh_CN", "mservices 重置密码", "zh-CN"),
+        ("en_US", "mservices: reset your password", "en-US"),
+    ],
+)
+def test_a_mail_is_composed_in_the_language_given(language: str, subject: str, tag: str) -> None:
+    mail = compose(
+        to="cxk@example.com",
+        subject=Text("mservices: reset your password"),
+        text=Text("the current password is wrong"),
+        link=MAIL.link,
+        language=language,
+    )
+
+    message = Mailer(None, sender="a@example.com").message(mail)
+
+    assert (mail.subject, mail.language) == (subject, language)
+    assert message["Subject"] == subject
+    assert message["Content-Language"] == tag
+    assert mail.text == (
+        "当前密码不正确" if language == "zh_CN" else "the current password is wrong"
+    )

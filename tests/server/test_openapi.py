@@ -387,3 +387,17 @@ async def test_the_realtime_protocols_are_in_the_document(document: dict[str, An
     assert realtime["websocket"]["path"] == "/message"
     assert "x-realtime" in document["info"]["description"]
     assert {command["command"] for command in realtime["tcp"]["commands"]} >= {"/who", "/quit"}
+
+
+async def test_the_seeds_login_by_post_user_is_documented_beside_registering(
+    document: dict[str, Any],
+) -> None:
+    responses = document["paths"]["/user"]["post"]["responses"]
+    schema_of = {
+        status: responses[status]["content"]["application/json"]["schema"]["$ref"]
+        for status in ("200", "201")
+    }
+    assert schema_of == {
+        "200": "#/components/schemas/LoginResponse",
+        "201": "#/components/schemas/UserResponse",
+    }

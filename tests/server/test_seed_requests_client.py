@@ -46,3 +46,43 @@ async def test_the_seed_requests_client_sees_a_wrong_password_as_401_json(client
     body = resp.json()
     assert body["code"] == "invalid_credentials"
     assert "token" not in body
+
+
+async def test_success_is_the_same_word_in_every_language(client: Client) -> None:
+    registered = await client.post("/user", json_body={"name": "cxk", "pwd": PASSWORD})
+    assert registered.status == 201, registered.text
+    url = f"{client.base_url}/user"
+
+    for language in ("zh-CN", "en-US", "fr"):
+        resp = await asyncio.to_thread(
+            requests.get,
+            url,
+            json={"name": "cxk", "pwd": PASSWORD},
+            headers={"Accept-Language": language},
+            timeout=30,
+        )
+        assert resp.status_code == 200
+        assert resp.json()["msg"] == "success", language
+
+
+async def test_a_refusal_to_the_seed_client_is_chinese_unless_it_asks_otherwise(
+    client: Client,
+) -> None:
+    registered = await client.post("/user", json_body={"name": "cxk", "pwd": PASSWORD})
+    assert registered.status == 201, registered.text
+    url = f"{client.base_url}/user"
+
+    chinese = await asyncio.to_thread(
+        requests.get, url, json={"name": "cxk", "pwd": "123"}, timeout=30
+    )
+    english = await asyncio.to_thread(
+        requests.get,
+        url,
+        json={"name": "cxk", "pwd": "123"},
+        headers={"Accept-Language": "en"},
+        timeout=30,
+    )
+
+    assert chinese.json()["msg"] == "用户名或密码错误"
+    assert english.json()["msg"] == "wrong name or password"
+    assert chinese.json()["code"] == english.json()["code"] == "invalid_credentials"

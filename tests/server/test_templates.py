@@ -10,19 +10,21 @@ from typing import Any
 
 import pytest
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
-from tornado.web import Application, RequestHandler
+from tornado.web import Application
 
 from repositories.menus import MenuNode
 from repositories.models import User
 from schemas.audit import AuditEntryRead
 from schemas.orders import OrderRead
+from schemas.support import LastMessage, ThreadRead
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.account_pages import SessionRow
 from server.handlers.admin_pages import MENU_AUDIENCES, MenuForm, MenuOption, RoleRow, UserRow
+from server.handlers.base import PageHandler
 from server.handlers.cookies import CookieRow
 from server.handlers.docs import SchemaTables, docs_namespace
 from server.handlers.orders import REVIEW
-from server.permissions import PERMISSIONS
+from server.permissions import PERMISSIONS, PUBLIC, requires
 from server.principal import Principal
 from server.realtime.protocol import realtime_protocols
 from server.ui_modules import UI_MODULES
@@ -67,6 +69,19 @@ ORDER = OrderRead(
     review="<i>",
     created_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
 )
+
+THREAD = ThreadRead(
+    id=7,
+    room="support-7",
+    customer="<i>",
+    status="closed",
+    version=3,
+    created_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+    updated_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+    closed_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+    last_message=LastMessage(user="<i>", text="<i>", ts=1.0, staff=True),
+)
+STATUSES = {"new": "<i>", "waiting": "<i>", "answered": "<i>", "closed": "<i>"}
 
 PRINCIPAL = Principal(user_id=1, name="<i>", is_superuser=False, role_ids=frozenset())
 
@@ -154,6 +169,26 @@ NAMESPACES: dict[str, dict[str, Any]] = {
     },
     "chat/room.html": {"menus": TREE, "room": "<i>", "me": "<i>", "title": "<i>"},
     "chat/ticker.html": {"menus": TREE},
+    "chat/support_thread.html": {
+        "menus": TREE,
+        "title": "<i>",
+        "thread": THREAD,
+        "status": "<i>",
+        "statuses": STATUSES,
+        "agent": True,
+        "me": "<i>",
+        "earlier": [THREAD],
+        "max_chars": 2000,
+    },
+    "chat/support_queue.html": {
+        "menus": TREE,
+        "title": "<i>",
+        "threads": [THREAD],
+        "count": 1,
+        "room": "support-queue",
+        "me": "<i>",
+        "statuses": STATUSES,
+    },
     "cookie.html": {
         "menus": TREE,
         "cookies": [CookieRow(name="<i>", value="<i>", protected=False)],
@@ -253,8 +288,9 @@ def test_every_template_has_a_sample_namespace() -> None:
     assert set(all_templates()) == set(NAMESPACES)
 
 
+@pytest.mark.parametrize("language", ["zh-CN", "en-US"])
 @pytest.mark.parametrize("template", all_templates())
-def test_template_renders(template: str) -> None:
+def test_template_renders(template: str, language: str) -> None:
     app = Application(
         template_path=str(TEMPLATE_DIR),
         static_path=str(STATIC_DIR),
@@ -264,12 +300,17 @@ def test_template_renders(template: str) -> None:
     )
     request = HTTPServerRequest(
         start_line=RequestStartLine("GET", "/", "HTTP/1.1"),
-        headers=HTTPHeaders({"Host": "localhost"}),
+        headers=HTTPHeaders({"Host": "localhost", "Accept-Language": language}),
         connection=_Connection(),  # type: ignore[arg-type]
     )
-    handler = RequestHandler(app, request)
+    # A page handler's own template namespace (_, text, menu_title, the language); rendering
+    # touches no service.
+    handler = PageHandler(app, request, services=None, need=requires(PUBLIC))
     namespace = {"principal": PRINCIPAL, "flash": {"level": "success", "text": "<i>"}}
     namespace.update(NAMESPACES[template])
     html = handler.render_string(template, **namespace).decode()
     assert html.strip()
     assert "<i>" not in html and "<found>" not in html
+    if template.startswith(("ui/", "admin/menu_node")):
+        return  # fragments carry no <html>
+    assert f'<html lang="{language}">' in html

@@ -16,11 +16,13 @@ import pytest
 from tornado.iostream import StreamClosedError
 from tornado.web import Application, RequestHandler
 
+from schemas.text import Text
 from server.downloads.guard import AddressPolicy, UrlGuard
 from server.downloads.manager import DownloadManager
 from server.downloads.quotas import Quotas
 from server.downloads.records import Download
 from server.downloads.transfer import Limits
+from server.i18n import locale_for, translate
 from server.settings import Settings
 from tests.conftest import serve_app
 
@@ -29,6 +31,11 @@ WAIT_LIMIT = 20.0
 ROOMY = Quotas(user_concurrency=1000, disk_max_bytes=1 << 40)
 """Quotas no test reaches unless it means to."""
 """How long a test waits for a state before it fails (a hang guard, not a timing assertion)."""
+
+
+def chinese(message: Text | str) -> str:
+    """A download's reason as a Chinese reader gets it (the default language)."""
+    return translate(locale_for("zh_CN"), message)
 
 
 def payload(size: int) -> bytes:

@@ -8,9 +8,10 @@ import socket
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from schemas.text import Text
 from server.downloads.errors import ForbiddenAddress, InvalidUrl
 from server.downloads.guard import AddressPolicy, PinnedResolver, Target, UrlGuard
-from tests.server.downloads.conftest import Upstream
+from tests.server.downloads.conftest import Upstream, chinese
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.1")]
 
@@ -115,6 +116,19 @@ async def test_urls_reaching_private_addresses_are_forbidden(url: str) -> None:
     with pytest.raises(ForbiddenAddress) as refused:
         await guard.check(url)
     assert refused.value.status == 403
+
+
+async def test_a_refusal_says_why_in_the_readers_language() -> None:
+    guard = UrlGuard(AddressPolicy())
+    with pytest.raises(ForbiddenAddress) as refused:
+        await guard.check("http://10.0.0.1/")
+    reason = refused.value.message
+    assert isinstance(reason, Text)
+    assert str(reason) == "10.0.0.1 resolves to 10.0.0.1, an address downloads may not reach"
+    assert chinese(reason) == "10.0.0.1 解析为 10.0.0.1，下载不能访问这个地址"
+    with pytest.raises(InvalidUrl) as scheme:
+        await guard.check("ftp://example.com/")
+    assert chinese(scheme.value.message) == "只能下载 http:// 或 https:// 网址"
 
 
 async def test_an_allowed_address_resolves_to_a_target() -> None:

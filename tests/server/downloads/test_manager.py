@@ -25,6 +25,7 @@ from tests.server.downloads.conftest import (
     CHUNK,
     WAIT_LIMIT,
     Upstream,
+    chinese,
     download_once,
     finished,
     make_manager,
@@ -173,6 +174,8 @@ async def test_an_upstream_error_status_is_reported(
         502,
         404,
     )
+    assert str(record.error) == "the upstream answered 404"
+    assert chinese(record.error) == "对方服务器返回 404"
     assert files_in(manager.directory) == []
 
 

@@ -31,6 +31,7 @@ from tests.server.downloads.conftest import (
     CHUNK,
     WAIT_LIMIT,
     Upstream,
+    chinese,
     finished,
     managed,
     payload,
@@ -100,7 +101,8 @@ async def test_a_user_may_have_only_so_many_downloads_running_or_queued(
         with pytest.raises(UserConcurrencyCap) as refused:
             await manager.start(OWNER, upstream.url("/bytes/10/fourth"))
         assert (refused.value.status, refused.value.code) == (429, "user_concurrency_cap")
-        assert refused.value.message.startswith("at most 3 downloads at once per user")
+        assert str(refused.value.message).startswith("at most 3 downloads at once per user")
+        assert chinese(refused.value.message).startswith("每个用户最多同时进行 3 个下载")
         assert int(refused.value.headers["Retry-After"]) > 0
         other = await manager.start(OTHER, upstream.url("/bytes/10/theirs"))
         upstream.gate("u").set()
@@ -140,7 +142,8 @@ async def test_a_start_is_refused_while_the_directory_holds_the_cap(
         with pytest.raises(DiskCap) as refused:
             await manager.start(OWNER, upstream.url("/bytes/10/more"))
         assert (refused.value.status, refused.value.code) == (507, "disk_cap")
-        assert "at most 10000 bytes" in refused.value.message
+        assert "at most 10000 bytes" in str(refused.value.message)
+        assert "下载目录最多容纳 10000 字节" in chinese(refused.value.message)
         assert manager.list(OWNER) == []
         (directory / "old.bin").unlink()
         record = await manager.start(OWNER, upstream.url("/bytes/10/more"))
@@ -169,7 +172,8 @@ async def test_a_download_that_would_pass_the_disk_cap_is_cut_and_fails(
         await finished(manager, record)
         assert (record.state, record.error_code, record.error_status) == ("failed", "disk_cap", 507)
         assert record.error is not None
-        assert "at most 100000 bytes" in record.error
+        assert "at most 100000 bytes" in str(record.error)
+        assert chinese(record.error) == "下载目录最多容纳 100000 字节；这个下载会超出上限"
         assert names_in(directory) == ["kept.bin"]
         assert manager.disk.used == 50_000
         fits = await manager.start(OWNER, upstream.url("/bytes/50000/fits.bin" + query))
@@ -220,7 +224,10 @@ async def test_the_daily_cap_counts_starts_in_a_rolling_day(
     with pytest.raises(UserDailyCap) as refused:
         await quota.admit(alice, "http://example.com/fourth")
     assert (refused.value.status, refused.value.code) == (429, "user_daily_cap")
-    assert refused.value.message.startswith("at most 3 downloads per user in 24 hours")
+    assert str(refused.value.message).startswith("at most 3 downloads per user in 24 hours")
+    assert chinese(refused.value.message) == (
+        f"每个用户 24 小时内最多下载 3 次；{int(DAY_SECONDS) - 1000} 秒后才能再下载"
+    )
     assert refused.value.headers["Retry-After"] == str(int(DAY_SECONDS) - 1000)
     await quota.admit(bob, "http://example.com/bob")
     clock.now = T0 + DAY_SECONDS - 1

@@ -21,6 +21,7 @@ from server.app import make_app
 from server.invalidation import Event
 from server.permissions import (
     ADMIN_PERMISSIONS,
+    AUDIT_VIEW,
     MENUS_VIEW,
     PERMISSIONS,
     ROLES_CHANGE,
@@ -396,6 +397,27 @@ async def test_an_unknown_menu_id_is_404(
     assert_error(response, 404, "menu_not_found")
 
 
+async def test_an_error_message_is_in_the_callers_language(client: Client, root: str) -> None:
+    """Chinese without ``Accept-Language``, English when asked; the code never changes."""
+    path = f"/api/menus/{NO_SUCH_ID}"
+    chinese = assert_error(await client.get(path, headers=bearer(root)), 404, "menu_not_found")
+    assert chinese["msg"] == f"菜单 {NO_SUCH_ID} 不存在"
+    english = assert_error(
+        await client.get(path, headers={**bearer(root), "Accept-Language": "en"}),
+        404,
+        "menu_not_found",
+    )
+    assert english["msg"] == f"menu {NO_SUCH_ID} does not exist"
+    invalid = await client.post(
+        "/api/menus",
+        json_body={"title": "Shop", "url": "//elsewhere"},
+        headers={**bearer(root), "Accept-Language": "en"},
+    )
+    assert assert_error(invalid, 422, "validation_error")["errors"] == [
+        {"field": "url", "reason": "must be a local path starting with / (not //)"}
+    ]
+
+
 async def test_a_negative_or_non_numeric_menu_id_is_404(client: Client, root: str) -> None:
     for path in ("/api/menus/-1", "/api/menus/abc"):
         assert_error(await client.get(path, headers=bearer(root)), 404, "not_found")
@@ -683,6 +705,23 @@ async def test_the_permission_registry_is_listed_for_any_logged_in_user(
     assert listed["count"] == len(PERMISSIONS)
     assert all(item["meaning"] and item["meaning_zh"] for item in listed["items"])
     assert_error(await client.get("/api/permissions"), 401, "not_authenticated")
+
+
+async def test_a_permissions_meaning_is_in_the_callers_language(client: Client) -> None:
+    """``meaning`` follows the caller's language (Chinese by default); ``meaning_zh`` stays
+    Chinese for clients written when ``meaning`` was always English."""
+    token = await member_token(client, "cxk")
+
+    async def meanings(**headers: str) -> tuple[str, str]:
+        response = await client.get("/api/permissions", headers={**bearer(token), **headers})
+        item = next(item for item in response.json()["items"] if item["code"] == AUDIT_VIEW)
+        return item["meaning"], item["meaning_zh"]
+
+    assert await meanings() == ("查看审计日志", "查看审计日志")
+    assert await meanings(**{"Accept-Language": "en-US,en;q=0.9"}) == (
+        "read the audit log",
+        "查看审计日志",
+    )
 
 
 async def test_a_menu_naming_a_permission_is_shown_only_to_its_holders(
@@ -1229,6 +1268,32 @@ async def test_another_admin_may_take_alices_admin_role(
 
 
 # -- /user/me/menus and the cache ----------------------------------------------------------------
+
+
+async def test_my_menus_show_built_in_titles_in_the_callers_language(
+    client: Client, services: Services
+) -> None:
+    """A built-in menu (one with a message id, as the demo's) reads in the caller's language;
+    one an admin typed reads as typed in every language."""
+    support, chat, typed = await add_menus(
+        services,
+        {"title": "客服中心", "title_key": "Support"},
+        {"title": "聊天室", "url": "/chat", "title_key": "Chat room", "parent": 0},
+        {"title": "Wiki", "url": "/wiki"},
+    )
+    token = await member_token(client, "cxk")
+    await add_role(services, "members", [support, chat, typed], ["cxk"])
+
+    async def tree(**headers: str) -> list[Any]:
+        response = await client.get("/user/me/menus", headers={**bearer(token), **headers})
+        return titles(response.json()["menus"])
+
+    assert await tree() == [("客服中心", ["聊天室"]), "Wiki"]
+    assert await tree(**{"Accept-Language": "zh-CN,zh;q=0.9"}) == [("客服中心", ["聊天室"]), "Wiki"]
+    assert await tree(**{"Accept-Language": "en-GB,en;q=0.8"}) == [
+        ("Support", ["Chat room"]),
+        "Wiki",
+    ]
 
 
 async def test_my_menus_shows_granted_menus_with_their_ancestors_only(

@@ -18,7 +18,7 @@ from repositories.roles import RoleRepository
 from repositories.tokens import TokenRepository
 from repositories.users import UserRepository
 from server.handlers.admin_pages import PAGE_SIZE, MenuOption, menu_options
-from server.handlers.base import SESSION_COOKIE
+from server.handlers.base import LANGUAGE_COOKIE, SESSION_COOKIE
 from server.services import Services
 from tests.conftest import Client, Response
 from tests.grants import grant
@@ -37,6 +37,8 @@ class Browser:
 
     client: Client
     cookies: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with every request (e.g. ``Accept-Language``)."""
 
     def remember(self, response: Response) -> None:
         """Keep the cookies ``response`` sets; forget the ones it clears."""
@@ -48,6 +50,10 @@ class Browser:
             else:
                 self.cookies[name.strip()] = value
 
+    def read_english(self) -> None:
+        """Ask for English pages from now on, as the header's language switch does."""
+        self.cookies[LANGUAGE_COOKIE] = "en_US"
+
     def cookie_header(self) -> dict[str, str]:
         """The Cookie header for the jar."""
         if not self.cookies:
@@ -56,7 +62,7 @@ class Browser:
 
     async def get(self, path: str) -> Response:
         """GET ``path`` with the jar's cookies."""
-        response = await self.client.get(path, headers=self.cookie_header())
+        response = await self.client.get(path, headers={**self.headers, **self.cookie_header()})
         self.remember(response)
         return response
 
@@ -67,7 +73,11 @@ class Browser:
             if "_xsrf" not in self.cookies:
                 await self.get("/login")
             pairs.append(("_xsrf", self.cookies["_xsrf"]))
-        headers = {**self.cookie_header(), "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            **self.headers,
+            **self.cookie_header(),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         response = await self.client.post(path, body=urlencode(pairs), headers=headers)
         self.remember(response)
         return response
@@ -395,8 +405,9 @@ async def test_moving_a_menu_under_its_own_descendant_is_refused(
     child = await menu_id(services, "角色管理")
     before = await all_menus(services)
     flash = await admin.act(f"/admin/menus/{system}/move", {"parent_id": str(child)})
-    assert flash.level == "error"
-    assert "its own ancestor" in flash.text
+    assert flash == Flash(
+        "error", f"菜单 {system} 不能移到菜单 {child} 之下：那样它会成为自己的上级"
+    )
     assert await all_menus(services) == before
 
 
@@ -444,8 +455,9 @@ async def test_deleting_a_menu_with_children_needs_the_checkbox(
     service = await menu_id(services, "客服中心")
     before = await all_menus(services)
     flash = await admin.act(f"/admin/menus/{service}/delete")
-    assert flash.level == "error"
-    assert "has children" in flash.text
+    assert flash == Flash(
+        "error", f"菜单 {service} 有子菜单：请先删除子菜单，或连同子菜单一起删除（cascade）"
+    )
     assert await all_menus(services) == before
     flash = await admin.act(f"/admin/menus/{service}/delete", {"cascade": "1"})
     assert flash == Flash("success", "已删除菜单「客服中心」及其 2 个子菜单")
@@ -468,7 +480,7 @@ async def test_a_duplicate_title_is_refused_and_nothing_is_created(
     assert response.status == 409
     flash = flash_of(response)
     assert flash is not None and flash.level == "error"
-    assert "a menu titled '下载' already exists here" in flash.text
+    assert flash.text == "这里已有标题为「下载」的菜单"
     assert await all_menus(services) == before
 
 
@@ -492,13 +504,17 @@ async def test_invalid_menu_fields_are_listed_in_the_flash(
     assert response.status == 422
     flash = flash_of(response)
     assert flash is not None and flash.level == "error"
-    assert flash.text.startswith("输入无效")
+    assert flash.text.startswith("输入无效（")
     for name in ("title", "url", "parent_id"):
-        assert f"{name}:" in flash.text
+        assert f"{name}：" in flash.text
+    assert "url：必须是以 / 开头的本站路径（不能以 // 开头）" in flash.text
     assert await all_menus(services) == before
 
 
 async def test_acting_on_a_missing_menu_shows_not_found(admin: Browser) -> None:
+    flash = await admin.act("/admin/menus/99999/delete")
+    assert flash == Flash("error", "菜单 99999 不存在")
+    admin.read_english()
     flash = await admin.act("/admin/menus/99999/delete")
     assert flash == Flash("error", "menu 99999 does not exist")
 
@@ -559,8 +575,7 @@ async def test_creating_renaming_and_deleting_a_role(admin: Browser, services: S
 
 async def test_a_duplicate_role_name_is_refused(admin: Browser, services: Services) -> None:
     flash = await admin.act("/admin/roles/create", {"name": "customer"})
-    assert flash.level == "error"
-    assert "a role named 'customer' exists" in flash.text
+    assert flash == Flash("error", "已有名为「customer」的角色")
     agent = await role_id(services, "agent")
     flash = await admin.act(f"/admin/roles/{agent}/update", {"name": "customer"})
     assert flash.level == "error"
@@ -571,7 +586,11 @@ async def test_a_duplicate_role_name_is_refused(admin: Browser, services: Servic
 async def test_an_invalid_role_name_lists_the_field(admin: Browser) -> None:
     flash = await admin.act("/admin/roles/create", {"name": "", "description": "x" * 300})
     assert flash.level == "error"
-    assert "name:" in flash.text and "description:" in flash.text
+    assert "name：" in flash.text and "description：最多 255 个字符" in flash.text
+    admin.read_english()
+    flash = await admin.act("/admin/roles/create", {"name": "", "description": "x" * 300})
+    assert flash.text.startswith("The input is not valid (")
+    assert "description: must be at most 255 characters" in flash.text
 
 
 async def test_saving_the_checklist_replaces_the_roles_menus(
@@ -580,7 +599,7 @@ async def test_saving_the_checklist_replaces_the_roles_menus(
     customer_role = await role_id(services, "customer")
     downloads = await menu_id(services, "下载")
     home = await menu_id(services, "首页")
-    assert "下载" not in (await customer.get("/")).text
+    assert 'href="/downloads"' not in (await customer.get("/")).text
     flash = await admin.act(
         f"/admin/roles/{customer_role}/menus", [("menu_id", str(home)), ("menu_id", str(downloads))]
     )
@@ -606,7 +625,7 @@ async def test_a_checklist_with_an_unknown_menu_changes_nothing(
     flash = await admin.act(
         f"/admin/roles/{customer_role}/menus", [("menu_id", "99999"), ("menu_id", "1")]
     )
-    assert flash == Flash("error", "menus do not exist: [99999]")
+    assert flash == Flash("error", "菜单不存在：99999")
     assert await role_menu_ids(services, "customer") == before
 
 
@@ -623,10 +642,7 @@ async def test_removing_own_admin_access_is_refused_and_rolled_back(
     flash = await deputy.act(
         f"/admin/roles/{admin_role}/permissions", [("permission", code) for code in keep]
     )
-    assert flash.level == "error"
-    assert flash.text == (
-        "this change would remove your own administration permissions: roles.change"
-    )
+    assert flash == Flash("error", "此更改会移除你自己的管理权限：roles.change")
     async with services.sessions() as session:
         after = await RoleRepository(session).permissions(admin_role)
     assert after == before, "the partial write was rolled back"
@@ -704,6 +720,7 @@ async def test_the_last_superuser_cannot_demote_or_deactivate_themselves(
     admin: Browser, services: Services
 ) -> None:
     me = await user_named(services, "admin")
+    admin.read_english()  # the message is the users repository's
     for fields in ({"is_superuser": "false"}, {"is_active": "false"}):
         flash = await admin.act(f"/admin/users/{me.id}/status", fields)
         assert flash == Flash("error", "the last active superuser cannot be removed")
@@ -714,9 +731,9 @@ async def test_the_last_superuser_cannot_demote_or_deactivate_themselves(
 async def test_an_invalid_status_value_lists_the_field(admin: Browser, services: Services) -> None:
     user = await user_named(services, "agent")
     flash = await admin.act(f"/admin/users/{user.id}/status", {"is_active": "perhaps"})
-    assert flash.level == "error" and "is_active:" in flash.text
+    assert flash.level == "error" and "is_active：必须是 true 或 false" in flash.text
     flash = await admin.act(f"/admin/users/{user.id}/status")
-    assert flash.level == "error"
+    assert flash.level == "error" and "请给出 is_active 或 is_superuser" in flash.text
     assert (await user_named(services, "agent")).is_active
 
 
@@ -744,7 +761,7 @@ async def test_a_user_taking_away_their_own_admin_role_is_refused(
     me = await user_named(services, "deputy")
     before = await user_role_ids(services, "deputy")
     flash = await deputy.act(f"/admin/users/{me.id}/roles")
-    assert flash.level == "error" and "own administration permissions" in flash.text
+    assert flash.level == "error" and flash.text.startswith("此更改会移除你自己的管理权限：")
     assert await user_role_ids(services, "deputy") == before
 
 
@@ -760,8 +777,9 @@ async def test_a_user_admin_assigning_a_role_beyond_its_grants_is_refused_audite
         [("role_id", str(role)) for role in (*before, admin_role)],
         back="/admin/users",
     )
-    assert flash.level == "error"
-    assert flash.text.startswith("you can only grant what you hold yourself")
+    assert flash == Flash(
+        "error", f"你只能授予自己拥有的：不能给用户 {me.id} 分配或取消角色 {admin_role}"
+    )
     assert await user_role_ids(services, "clerk") == before
     async with services.sessions() as session:
         refusals = (
@@ -826,7 +844,7 @@ async def test_an_error_flash_quoting_a_hostile_title_is_escaped(admin: Browser)
     response = await admin.post("/admin/menus/create", {"title": HOSTILE, "note": HOSTILE})
     assert response.status == 409
     assert HOSTILE not in response.text
-    assert html.escape(f"a menu titled '{HOSTILE}' already exists here") in response.text
+    assert html.escape(f"这里已有标题为「{HOSTILE}」的菜单") in response.text
 
 
 # -- the editor keeps what was typed, and shows each menu compactly -----------------------------
@@ -874,8 +892,7 @@ async def test_a_refused_create_shows_the_form_again_with_everything_typed(
     response = await admin.post("/admin/menus/create", typed)
     assert response.status == 409
     flash = flash_of(response)
-    assert flash is not None and flash.level == "error"
-    assert "the url '/downloads' belongs to another menu" in flash.text
+    assert flash == Flash("error", "地址 /downloads 已属于另一个菜单")
     form = create_form(response)
     assert 'value="下载"' in form and 'value="/downloads"' in form
     assert 'value="每月的报表 &lt;b&gt;"' in form
@@ -973,7 +990,7 @@ async def test_the_audience_is_chosen_on_create_and_changed_on_update(
         f"/admin/menus/{created.id}/update", {"title": "注册", "audience": "everyone"}
     )
     assert response.status == 422
-    assert "audience:" in (flash_of(response) or Flash("", "")).text
+    assert "audience：必须是以下之一：" in (flash_of(response) or Flash("", "")).text
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -1006,3 +1023,127 @@ def test_menu_options_survive_a_very_deep_tree() -> None:
         current = child
     options = menu_options([root])
     assert len(options) == 2999 and options[-1].depth == 2998
+
+
+# -- languages ---------------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]")
+OTHER_LANGUAGE_SWITCH = re.compile(r'<button type="submit" lang="zh-CN"[^>]*>中文</button>')
+"""The header's switch names Chinese in Chinese on an English page, by design."""
+
+
+def chinese_in(page: Response) -> list[str]:
+    """The Chinese characters an English page shows, besides the language switch."""
+    return CJK.findall(OTHER_LANGUAGE_SWITCH.sub("", page.text))
+
+
+def input_value(page: Response, pattern: str) -> str:
+    """The ``value`` of the first ``<input>`` whose markup matches ``pattern``."""
+    match = re.search(rf'<input [^>]*{pattern}[^>]*value="([^"]*)"', page.text)
+    assert match is not None, pattern
+    return html.unescape(match.group(1))
+
+
+def role_description(page: Response, name: str) -> str:
+    """The description field of role ``name`` on the roles page."""
+    card = re.search(rf'data-role-name="{name}">.*?</section>', page.text, re.S)
+    assert card is not None, name
+    field = re.search(r'name="description" value="([^"]*)"', card.group(0))
+    assert field is not None
+    return html.unescape(field.group(1))
+
+
+@pytest.mark.parametrize("path", [*ADMIN_PAGES, "/admin/audit"])
+async def test_an_admin_page_in_english_has_no_chinese_and_in_chinese_by_default(
+    admin: Browser, path: str
+) -> None:
+    chinese = await admin.get(path)
+    assert chinese.status == 200
+    assert '<html lang="zh-CN">' in chinese.text
+    admin.headers["Accept-Language"] = "en-US,en;q=0.9"
+    english = await admin.get(path)
+    assert english.status == 200
+    assert '<html lang="en-US">' in english.text
+    assert chinese_in(english) == [], path
+
+
+async def test_the_admin_pages_speak_english_when_asked(admin: Browser) -> None:
+    admin.headers["Accept-Language"] = "en"
+    menus = (await admin.get("/admin/menus")).text
+    assert "<h1>Menus</h1>" in menus and "<h2>Menu tree</h2>" in menus
+    assert "audit.view · read the audit log" in menus
+    assert ">Visitors only (not logged in)</option>" in menus
+    roles = (await admin.get("/admin/roles")).text
+    assert "<legend>Permissions granted</legend>" in roles
+    assert '<span class="muted">see every menu in the menu editor</span>' in roles
+    users = (await admin.get("/admin/users")).text
+    assert "3 users" in users and ">Deactivate</button>" in users
+    assert (await admin.get("/admin/users?q=adm")).text.count("“adm”: 1 user<") == 1
+    chinese = Browser(admin.client, dict(admin.cookies))
+    assert "共 3 个用户" in (await chinese.get("/admin/users")).text
+
+
+async def test_a_bad_audit_filter_is_named_in_the_readers_language(admin: Browser) -> None:
+    page = await admin.get("/admin/audit?until=soon")
+    assert page.status == 422
+    assert "参数 <code>until</code> 无效：请给出 1000 年至 9999 年之间的" in page.text
+    admin.read_english()
+    page = await admin.get("/admin/audit?until=soon")
+    assert "The parameter <code>until</code> is not valid: give an ISO 8601 date" in page.text
+
+
+async def test_built_in_titles_and_descriptions_follow_the_reader_until_an_admin_retypes_them(
+    admin: Browser, services: Services
+) -> None:
+    downloads = await menu_id(services, "下载")
+    customer = await role_id(services, "customer")
+    english = Browser(admin.client, dict(admin.cookies), {"Accept-Language": "en"})
+
+    async def shown(browser: Browser) -> tuple[str, str, str]:
+        menus = await browser.get("/admin/menus")
+        node = node_markup(menus, downloads)
+        title = re.search(r'<span class="node-title">([^<]*)</span>', node)
+        assert title is not None
+        roles = await browser.get("/admin/roles")
+        return (
+            html.unescape(title.group(1)),
+            input_value(Response(200, menus.headers, node.encode()), 'name="title"'),
+            role_description(roles, "customer"),
+        )
+
+    assert await shown(admin) == ("下载", "下载", "顾客：自己的订单和客服聊天")
+    assert await shown(english) == (
+        "Downloads",
+        "Downloads",
+        "Customer: their own orders and support chat",
+    )
+
+    # Sending the English form back as it was shown changes nothing: no translation is stored.
+    flash = await english.act(
+        f"/admin/menus/{downloads}/update",
+        {"title": "Downloads", "url": "/downloads", "permission": "downloads.use", "visible": "1"},
+    )
+    assert flash == Flash("info", "The menu “Downloads” is unchanged")
+    flash = await english.act(
+        f"/admin/roles/{customer}/update",
+        {"name": "customer", "description": "Customer: their own orders and support chat"},
+    )
+    assert flash == Flash("info", "The role “customer” is unchanged")
+    assert await shown(admin) == ("下载", "下载", "顾客：自己的订单和客服聊天")
+
+    # Retyped by an admin: shown as typed, in every language.
+    flash = await english.act(
+        f"/admin/menus/{downloads}/update",
+        {"title": "Files", "url": "/downloads", "permission": "downloads.use", "visible": "1"},
+    )
+    assert flash == Flash("success", "Saved the menu “Files”")
+    flash = await admin.act(
+        f"/admin/roles/{customer}/update", {"name": "customer", "description": "买东西的人"}
+    )
+    assert flash == Flash("success", "已保存角色「customer」")
+    assert await shown(admin) == ("Files", "Files", "买东西的人")
+    assert await shown(english) == ("Files", "Files", "买东西的人")
+    async with services.sessions() as session:
+        menu = await MenuRepository(session).get(downloads)
+        role = await RoleRepository(session).get(customer)
+    assert (menu.title, menu.title_key, role.description_key) == ("Files", None, None)

@@ -223,6 +223,24 @@ async def test_a_bad_query_value_is_422_naming_the_parameter(
     assert [error["field"] for error in body["errors"]] == [field]
 
 
+async def test_a_bad_query_values_reason_is_in_the_callers_language(
+    client: Client, services: Services
+) -> None:
+    headers = await auditor(client, services)
+    query = "/api/audit?since=2024-05-02&until=2024-05-01"
+
+    async def reasons(**extra: str) -> list[dict[str, str]]:
+        response = await client.get(query, headers={**headers, **extra})
+        assert response.status == 422, response.text
+        errors: list[dict[str, str]] = response.json()["errors"]
+        return errors
+
+    assert await reasons() == [{"field": "until", "reason": "必须晚于 since"}]
+    assert await reasons(**{"Accept-Language": "en"}) == [
+        {"field": "until", "reason": "must be later than since"}
+    ]
+
+
 async def test_blank_filters_mean_no_filter(client: Client, services: Services) -> None:
     headers = await auditor(client, services)
     everything = await audit_ids(client, headers)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 from tornado.web import Application, url
 
@@ -15,13 +15,16 @@ from repositories.errors import NotFound
 from repositories.models import Role
 from repositories.roles import RoleRepository
 from schemas.common import RequestSchema, Schema
+from schemas.text import Text
 from server.app import STATIC_DIR, TEMPLATE_DIR
 from server.handlers.base import (
     MAX_JSON_BODY,
     MAX_JSON_DEPTH,
     ApiHandler,
+    FormError,
     PageHandler,
     json_depth_exceeds,
+    validate_form,
 )
 from server.permissions import PUBLIC, requires
 from server.services import Services
@@ -136,7 +139,7 @@ async def test_a_request_that_fails_after_writing_is_rolled_back(
     response = await probe.post("/api/fail", body=b"")
     assert response.status == 500
     assert response.json() == {
-        "msg": "internal server error",
+        "msg": "服务器内部错误",
         "code": "internal_error",
         "errors": [],
     }
@@ -352,6 +355,12 @@ async def test_a_hostile_incoming_request_id_is_replaced(client: Client) -> None
 async def test_an_unknown_api_route_is_a_json_404(client: Client) -> None:
     response = await client.get("/api/nothing-here")
     assert response.status == 404
+    assert response.json() == {"msg": "找不到", "code": "not_found", "errors": []}
+
+
+async def test_an_error_envelope_speaks_the_language_the_client_asks_for(client: Client) -> None:
+    response = await client.get("/api/nothing-here", headers={"Accept-Language": "en-GB"})
+    assert response.status == 404
     assert response.json() == {"msg": "not found", "code": "not_found", "errors": []}
 
 
@@ -383,3 +392,29 @@ async def test_each_request_logs_one_access_line(
     assert len(lines) == 1
     assert lines[0].startswith("200 GET /healthz ")
     assert "ms rid=" + response.headers["X-Request-Id"] in lines[0]
+
+
+class _Form(BaseModel):
+    """A form with a field rule and a whole-form rule."""
+
+    name: str = Field(min_length=2)
+    again: str = ""
+
+    @model_validator(mode="after")
+    def same(self) -> _Form:
+        """The whole form's rule."""
+        if self.again and self.again != self.name:
+            raise ValueError(Text("the two names differ"))
+        return self
+
+
+def test_validate_form_names_each_field_and_leaves_a_form_rule_unnamed() -> None:
+    with pytest.raises(FormError) as field_error:
+        validate_form(_Form, {"name": "x"})
+    with pytest.raises(FormError) as form_error:
+        validate_form(_Form, {"name": "xy", "again": "yz"})
+
+    assert str(field_error.value.message) == (
+        "The input is not valid (name: must be at least 2 characters)"
+    )
+    assert str(form_error.value.message) == "The input is not valid (the two names differ)"

@@ -9,17 +9,28 @@ from typing import Any
 
 from tornado.escape import xhtml_escape
 
+from server import support
 from server.app import STATIC_DIR
 from server.handlers.docs import MAX_SCHEMA_DEPTH, SchemaTables
 from server.realtime import hub, tcp, websocket
 from server.realtime.protocol import realtime_protocols
 from tests.conftest import Client
 
+CHINESE = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+"""Han characters and CJK punctuation (full-width colons and brackets included)."""
 
-async def docs_html(client: Client) -> str:
-    response = await client.get("/docs")
+
+async def docs_html(client: Client, language: str | None = None) -> str:
+    headers = {"Accept-Language": language} if language else None
+    response = await client.get("/docs", headers=headers)
     assert response.status == 200
     return response.text
+
+
+def page_content(html: str) -> str:
+    """The page's own part (``<main>``), without the examples (``<pre>``: chat messages)."""
+    main = html.split("<main", 1)[1].split("</main>", 1)[0]
+    return re.sub(r"<pre>.*?</pre>", "", main, flags=re.DOTALL)
 
 
 async def openapi(client: Client) -> dict[str, Any]:
@@ -54,6 +65,33 @@ async def test_request_bodies_are_tables_of_their_resolved_properties(client: Cl
     assert '<span class="constraint">最短 8</span>' in html
     assert '<span class="constraint">最长 32</span>' in html
     assert "不接受表中以外的字段（否则 422）。" in html
+
+
+async def test_the_page_speaks_chinese_by_default_and_says_descriptions_are_english(
+    client: Client,
+) -> None:
+    html = await docs_html(client)
+    assert '<html lang="zh-CN">' in html
+    assert "接口说明为英文。" in html
+    assert "API descriptions are in English." not in html
+    assert "<h4>试一试</h4>" in html and ">发送请求</button>" in html
+    assert 'placeholder="粘贴令牌，或在下面运行 POST /user/login 自动填入"' in html
+    assert '<a href="/openapi.json">/openapi.json</a>（OpenAPI 3.1.0）。' in html
+
+
+async def test_the_page_in_english_has_no_chinese_of_its_own(client: Client) -> None:
+    html = await docs_html(client, "en-GB,en;q=0.9")
+    assert '<html lang="en-US">' in html
+    assert "API descriptions are in English." in html
+    assert "<h4>Request body <code>RegisterRequest</code></h4>" in html
+    assert table_row(html, "<code>pwd</code>", "<code>string</code>", "Yes")
+    assert '<span class="constraint">min length 8</span>' in html
+    assert '<span class="constraint">≤ 200</span>' in html
+    assert "Fields not in this table are refused (422)." in html
+    assert "MenuTreeNode (as above)" in html
+    assert "<h4>Try it out</h4>" in html and ">Send request</button>" in html
+    assert '<code>200</code> <span lang="en">OK</span>: <code>' in html
+    assert CHINESE.findall(page_content(html)) == []
 
 
 async def test_nested_models_are_opened_under_their_property(client: Client) -> None:
@@ -98,7 +136,7 @@ def test_the_try_it_script_sends_the_token_without_cookies_and_shows_text() -> N
 async def test_the_realtime_section_describes_every_frame_the_server_sends(
     client: Client,
 ) -> None:
-    sources = source_of(hub) + source_of(websocket)
+    sources = source_of(hub) + source_of(websocket) + source_of(support)
     sent = set(re.findall(r'encode\(\s*"(\w+)"', sources))
     protocol = realtime_protocols()["websocket"]
     assert {frame["type"] for frame in protocol["server_frames"]} == sent
@@ -122,7 +160,7 @@ async def test_the_realtime_section_lists_every_tcp_command(client: Client) -> N
     assert documented == accepted
     html = await docs_html(client)
     assert 'id="realtime-tcp"' in html
-    assert xhtml_escape(tcp.GREETING) in html
+    assert xhtml_escape(str(tcp.GREETING)) in html
     for command in accepted:
         assert f"<code>{command}" in html
 

@@ -5,6 +5,7 @@ of it needs ``downloads.use`` (granted with ``tests/grants.py``), and the quotas
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,49 @@ async def test_the_seed_download_refuses_bad_arguments(
     assert [error["field"] for error in body["errors"]] == ["url"]
 
 
+async def test_a_failed_downloads_reason_is_in_the_callers_language(
+    client: Client, token: dict[str, str], upstream: Upstream, services: Services
+) -> None:
+    response = await start(client, token, url=upstream.url("/status/500"))
+    chinese = await settled(client, token, services, response)
+    english = await client.get(
+        response.headers["Location"], headers={**token, "Accept-Language": "en"}
+    )
+    listed = await client.get("/api/downloads", headers={**token, "Accept-Language": "en"})
+
+    assert (chinese["state"], chinese["error_code"], chinese["upstream_status"]) == (
+        "failed",
+        "upstream_error",
+        500,
+    )
+    assert chinese["error"] == "对方服务器返回 500"
+    assert english.json()["error"] == "the upstream answered 500"
+    assert english.json()["error_code"] == "upstream_error"
+    assert listed.json()["items"][0]["error"] == "the upstream answered 500"
+    seed = await seed_download(client, token, url=upstream.url("/status/502"))
+    assert assert_refused(seed, 502, "upstream_error")["msg"] == "对方服务器返回 502"
+
+
+async def test_a_refused_url_is_explained_in_the_callers_language(
+    client: Client, token: dict[str, str]
+) -> None:
+    chinese = assert_refused(
+        await start(client, token, url="ftp://127.0.0.1/file"), 422, "invalid_scheme"
+    )
+    english = await client.post(
+        "/api/downloads",
+        json_body={"url": "http://10.0.0.1/"},
+        headers={**token, "Accept-Language": "en-US"},
+    )
+
+    assert chinese["msg"] == "只能下载 http:// 或 https:// 网址"
+    assert chinese["errors"] == [{"field": "url", "reason": "只能下载 http:// 或 https:// 网址"}]
+    body = assert_refused(english, 403, "forbidden_address")
+    reason = "10.0.0.1 resolves to 10.0.0.1, an address downloads may not reach"
+    assert body["msg"] == reason
+    assert body["errors"] == [{"field": "url", "reason": reason}]
+
+
 async def test_the_seed_download_reports_a_redirect_to_a_malformed_host_as_422(
     client: Client, token: dict[str, str], upstream: Upstream
 ) -> None:
@@ -357,6 +401,35 @@ async def test_the_page_needs_a_login_and_then_drives_the_api(
     assert record.state is State.DONE
 
 
+async def test_the_page_is_chinese_by_default_and_english_on_request(
+    client: Client, services: Services
+) -> None:
+    await register(client)
+    await grant(services, "cxk", USE)
+    browser = Browser(client)
+    await browser.login("cxk", PASSWORD)
+    await browser.get("/")  # the login's welcome flash
+
+    chinese = await browser.get("/downloads")
+    browser.cookies["mservices_lang"] = "en_US"
+    english = await browser.get("/downloads")
+
+    assert "<title>下载 · mservices</title>" in chinese.text
+    assert "<label>文件名（可不填） <input" in chinese.text
+    assert "<code>/s/downloads/</code>，知道文件名的人都能取到" in chinese.text
+    assert "<title>Downloads · mservices</title>" in english.text
+    assert "<label>File name (optional) <input" in english.text
+    assert ">Download</button>" in english.text
+    assert "saves it to <code>/s/downloads/</code>, where anyone" in english.text
+    main = english.text.split("<main", 1)[1].split("</main>", 1)[0]
+    assert re.findall(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]", main) == []
+    texts = json.loads(english.text.split('id="script-texts">', 1)[1].split("</script>", 1)[0])
+    assert texts["The file was not saved"] == "The file was not saved"
+    zh_texts = json.loads(chinese.text.split('id="script-texts">', 1)[1].split("</script>", 1)[0])
+    assert zh_texts["The file was not saved"] == "文件未保存"
+    assert zh_texts["about {time} left"] == "剩余约 {time}"
+
+
 async def test_metrics_count_downloads_by_outcome(
     client: Client, token: dict[str, str], upstream: Upstream, services: Services
 ) -> None:
@@ -409,7 +482,7 @@ async def test_a_user_beyond_their_concurrency_cap_is_429_naming_it(
         await seed_download(client, token, url=upstream.url("/bytes/10/third")),
     ):
         body = assert_refused(refused, 429, "user_concurrency_cap")
-        assert body["msg"].startswith("at most 2 downloads at once per user")
+        assert body["msg"] == "每个用户最多同时进行 2 个下载，请等你的下载完成"
         assert int(refused.headers["Retry-After"]) > 0
     other = await downloader(client, services, "other")
     assert (await start(client, other, url=upstream.url("/bytes/10/theirs"))).status == 202
@@ -430,7 +503,7 @@ async def test_a_user_beyond_their_daily_cap_is_429_until_a_day_after_the_oldest
         await seed_download(client, token, url=upstream.url("/bytes/10/c")),
     ):
         body = assert_refused(refused, 429, "user_daily_cap")
-        assert body["msg"].startswith("at most 2 downloads per user in 24 hours")
+        assert body["msg"].startswith("每个用户 24 小时内最多下载 2 次；")
         assert 0 < int(refused.headers["Retry-After"]) <= 24 * 3600
     # another process (or this one restarted) counts the same starts
     restarted = await open_services(services.settings)
@@ -454,12 +527,12 @@ async def test_a_full_downloads_directory_is_507_and_a_download_passing_the_cap_
 ) -> None:
     cut = await seed_download(client, token, url=upstream.url("/bytes/10001/big?chunked=1"))
     body = assert_refused(cut, 507, "disk_cap")
-    assert "at most 10000 bytes" in body["msg"]
+    assert body["msg"] == "下载目录最多容纳 10000 字节；这个下载会超出上限"
     assert (await seed_download(client, token, url=upstream.url("/bytes/10000"))).status == 200
     for refused in (
         await start(client, token, url=upstream.url("/bytes/1/one")),
         await seed_download(client, token, url=upstream.url("/bytes/1/one")),
     ):
         body = assert_refused(refused, 507, "disk_cap")
-        assert "at most 10000 bytes" in body["msg"]
+        assert body["msg"] == "下载目录最多容纳 10000 字节；现在已经满了"
     assert [path.name for path in services.settings.effective_download_dir.iterdir()] == ["10000"]

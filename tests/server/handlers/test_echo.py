@@ -211,6 +211,13 @@ async def test_a_body_over_the_cap_is_413(client: Client) -> None:
 
     assert response.status == 413
     assert response.json()["code"] == "payload_too_large"
+    assert response.json()["msg"] == f"请求体超过 {MAX_ECHO_BODY} 字节"
+    english = await client.post(
+        "/echo",
+        body=b"x" * (MAX_ECHO_BODY + 1),
+        headers={"Content-Type": "text/plain", "Accept-Language": "en"},
+    )
+    assert english.json()["msg"] == f"the body exceeds {MAX_ECHO_BODY} bytes"
 
 
 async def test_credentials_are_redacted_but_the_clients_other_cookies_are_echoed(

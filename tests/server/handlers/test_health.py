@@ -62,8 +62,15 @@ async def test_readyz_is_503_naming_the_database_when_it_is_unreachable(tmp_path
     assert set(body) == {"msg", "code", "errors"}
     assert body["code"] == "not_ready"
     assert [item["field"] for item in body["errors"]] == ["database"]
-    assert "database" in body["msg"]
+    assert body["msg"] == "未就绪：database 不可用"
     assert "Traceback" not in response.text
+
+
+async def test_readyz_words_its_refusal_in_english_when_asked(tmp_path: Path) -> None:
+    async with app_client(tmp_path, unreachable_database(tmp_path)) as http:
+        response = await http.get("/readyz", headers={"Accept-Language": "en"})
+    assert response.status == 503
+    assert response.json()["msg"] == "not ready: database unavailable"
 
 
 @pytest.mark.redis

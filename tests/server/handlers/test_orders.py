@@ -4,6 +4,7 @@ again, review; owner only, every refusal, HTML for browsers and JSON on request.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +21,20 @@ from tests.server.handlers.test_admin_pages import Browser
 from tests.server.handlers.test_user import PASSWORD, bearer, login, register
 
 JSON = {"Accept": "application/json"}
+ENGLISH = {"Accept-Language": "en"}
+CHINESE = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+"""Han characters and CJK punctuation."""
+
+
+def chinese_in(html: str) -> list[str]:
+    """The Chinese left in a page's own part (``<main>``)."""
+    return CHINESE.findall(html.split("<main", 1)[1].split("</main>", 1)[0])
+
+
+def in_english(browser: Browser) -> Browser:
+    """``browser`` with the language switch set to English (the ``mservices_lang`` cookie)."""
+    browser.cookies["mservices_lang"] = "en_US"
+    return browser
 
 
 async def place(services: Services, name: str, goods: str, count: int = 1) -> list[int]:
@@ -142,6 +157,30 @@ async def test_cancel_cancels_once_then_is_409(
     assert response.json()["order"]["status"] == "cancelled"
     assert (await listed(client, alice))["items"][0]["status"] == "cancelled"
     assert_error(await act(client, alice, 1, order_id), 409, "order_already_cancelled")
+
+
+async def test_refusals_are_chinese_by_default_and_english_on_request(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    await act(client, alice, 1, order_id)
+
+    again = assert_error(await act(client, alice, 1, order_id), 409, "order_already_cancelled")
+    english = await client.post(
+        f"/order/1/{order_id}", body=b"", headers={**bearer(alice), **JSON, **ENGLISH}
+    )
+
+    assert again["msg"] == f"订单 {order_id} 已经取消了"
+    body = assert_error(english, 409, "order_already_cancelled")
+    assert body["msg"] == f"order {order_id} is already cancelled"
+    unknown = await client.post(
+        f"/order/9/{order_id}", body=b"", headers={**bearer(alice), **JSON, **ENGLISH}
+    )
+    assert assert_error(unknown, 400, "unknown_action")["msg"] == (
+        "unknown order action; use 1 cancel, 2 buy_again, 3 review"
+    )
+    review = await act(client, alice, 3, order_id, {"review": "late"})
+    assert assert_error(review, 409, "order_cancelled")["msg"] == "已取消的订单不能评价"
 
 
 async def test_buy_again_places_a_new_order_for_the_same_goods(
@@ -298,7 +337,7 @@ async def test_a_browser_shows_the_order_then_cancels_it_with_a_flash(
     assert (await listed(client, alice))["items"][0]["status"] == "cancelled"
     refused = await browser.post(f"/order/1/{order_id}")
     assert refused.status == 409
-    assert "already cancelled" in refused.text
+    assert f"订单 {order_id} 已经取消了" in refused.text
 
 
 async def test_a_browser_reviews_through_the_form(
@@ -350,6 +389,55 @@ async def test_the_orders_page_shows_when_each_order_was_placed(
     assert placed.strftime("%Y-%m-%d %H:%M") in page.text
 
 
+async def test_the_orders_page_counts_the_orders_and_says_when_it_shows_only_the_newest(
+    client: Client,
+    services: Services,
+    alice: str,
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await place(services, "alice", "abacus")
+    assert "共 1 个订单。" in (await browser.get("/orders")).text
+    await place(services, "alice", "abacus")
+    monkeypatch.setattr("server.handlers.orders.MAX_LISTED", 1)
+
+    page = await browser.get("/orders")
+
+    assert "共 2 个订单，显示最新的 1 个。" in page.text
+    english = await in_english(browser).get("/orders")
+    assert "2 orders in total; showing the newest 1." in english.text
+
+
+async def test_the_order_pages_in_english_have_no_chinese_of_their_own(
+    client: Client, services: Services, alice: str
+) -> None:
+    (order_id,) = await place(services, "alice", "abacus")
+    browser = in_english(Browser(client))
+    await browser.login("alice", PASSWORD)
+    await browser.get("/")  # the login's welcome (a flash: another page's words)
+
+    listing = await browser.get("/orders")
+    form = await browser.get(f"/order/3/{order_id}")
+    refused = await browser.post(f"/order/3/{order_id}", {"review": "  "})
+    flash = await browser.act(f"/order/1/{order_id}", back="/orders")
+    cancelled = await browser.get("/orders")
+    again = await browser.post(f"/order/1/{order_id}")
+
+    assert '<html lang="en-US">' in listing.text
+    for text in ("<h1>My orders</h1>", "1 order in total.", "Ordered at", "Placed"):
+        assert text in listing.text
+    for text in ("Cancel order</a>", "Buy again</a>", "Review</a>"):
+        assert text in listing.text
+    assert f"<h1>Order {order_id}: Review</h1>" in form.text
+    assert "<p>Goods name: abacus</p>" in form.text and "Back to my orders" in form.text
+    assert "must be at least 1 character" in refused.text
+    assert flash.text == "The order has been cancelled"
+    assert "<td>Cancelled</td>" in cancelled.text
+    assert again.status == 409 and f"order {order_id} is already cancelled" in again.text
+    for page in (listing, form, refused, cancelled, again):
+        assert chinese_in(page.text) == [], page.text
+
+
 async def test_an_empty_review_in_a_browser_re_renders_the_form_with_422(
     client: Client, services: Services, alice: str, browser: Browser
 ) -> None:
@@ -358,7 +446,7 @@ async def test_an_empty_review_in_a_browser_re_renders_the_form_with_422(
     response = await browser.post(f"/order/3/{order_id}", {"review": "  "})
 
     assert response.status == 422
-    assert "<textarea" in response.text and "at least 1 character" in response.text
+    assert "<textarea" in response.text and "至少需要 1 个字符" in response.text
     assert (await listed(client, alice))["items"][0]["review"] is None
 
 
@@ -411,6 +499,25 @@ async def test_the_order_lookup_shows_every_users_orders_to_the_agent(
     assert f'data-order-id="{alices}"' not in only_bob.text
     assert nobody.status == 200
     assert "data-order-id" not in nobody.text
+
+
+async def test_the_order_lookup_in_english_names_the_user_searched_for(
+    client: Client, services: Services, demo: dict[str, str]
+) -> None:
+    await register(client, "bob")
+    await place(services, "bob", "zither")
+    agent = Browser(client)
+    await agent.login("agent", demo["agent"])
+
+    chinese = await agent.get("/admin/orders?user=bob")
+    english = await in_english(agent).get("/admin/orders?user=bob")
+
+    assert "“bob”：共 1 个订单。" in chinese.text
+    assert 'placeholder="按用户名查询"' in chinese.text
+    assert "“bob”: 1 order in total." in english.text
+    assert 'placeholder="Search by user name"' in english.text
+    assert "<h1>Order lookup</h1>" in english.text
+    assert chinese_in(english.text) == []
 
 
 async def test_the_order_lookup_is_403_for_a_customer_and_login_for_a_visitor(

@@ -52,10 +52,27 @@ async def test_menu_titles_are_escaped(client: Client, services: Services) -> No
     assert "API <b>" not in response.text
 
 
-async def test_the_index_renders_without_any_menus(client: Client) -> None:
+async def test_the_index_renders_without_any_menus_in_chinese_by_default(client: Client) -> None:
     response = await client.get("/")
     assert response.status == 200
+    assert '<html lang="zh-CN">' in response.text
+    assert "还没有为访客发布任何菜单。" in response.text
+    assert "一个原生异步的 Tornado 服务" in response.text
+    assert "种子项目演示：" in response.text
+    assert "An async-native" not in response.text and "Seed demos" not in response.text
+
+
+async def test_the_index_speaks_english_to_a_browser_that_asks_for_it(client: Client) -> None:
+    response = await client.get("/", headers={"Accept-Language": "en-US,en;q=0.8"})
+    assert response.status == 200
+    assert '<html lang="en-US">' in response.text
     assert "No menus are published for visitors yet." in response.text
+    assert "An async-native Tornado service" in response.text
+    assert "Seed demos:" in response.text and ">Cookies</a>" in response.text
+    assert "<title>mservices · Home</title>" in response.text
+    assert not re.search(r"[\u4e00-\u9fff]", response.text.replace("中文", "")), (
+        "no Chinese on an English page but the switch naming Chinese"
+    )
 
 
 async def test_static_assets_are_served_under_s_with_a_version(client: Client) -> None:
@@ -153,6 +170,17 @@ async def test_a_visitors_404_page_offers_the_login_link_and_the_visitors_menus(
     assert page.status == 404
     assert 'href="/login"' in account_area(page)
     assert nav_titles(page) == ["首页", "登录"]
+
+
+async def test_an_error_page_speaks_the_language_of_the_browser(client: Client) -> None:
+    page = await client.get(
+        "/nothing-here", headers={"Accept": "text/html", "Accept-Language": "en"}
+    )
+    assert page.status == 404
+    assert "This page cannot be found" in page.text
+    assert '<a class="error-home" href="/">Back to the home page</a>' in page.text
+    assert "Request ID:" in page.text
+    assert "返回首页" not in page.text and "请求编号" not in page.text
 
 
 def failing_sessions() -> None:

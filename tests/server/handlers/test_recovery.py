@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 from repositories.emails import UserEmailRepository
 from repositories.models import AuditEntry, User
 from repositories.users import UserRepository
+from server.handlers.base import LANGUAGE_COOKIE
 from server.principal import Principal
 from server.recovery import InvalidLink, Recovery
 from server.services import Services
 from tests.conftest import Client, Response
 from tests.mailbox import Mailbox, Site, link_in, serve_with_mail
-from tests.server.handlers.test_admin_pages import Browser
+from tests.server.handlers.test_admin_pages import Browser, Flash, flash_of
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -534,3 +535,199 @@ async def test_the_login_page_links_to_signup_and_forgot(site: Site) -> None:
     page = await site.client.get("/login")
 
     assert 'href="/signup"' in page.text and 'href="/forgot"' in page.text
+
+
+# -- languages: pages and mail -------------------------------------------------------------------
+
+
+def in_english(browser: Browser) -> Browser:
+    """``browser`` with English chosen through the header switch's cookie."""
+    browser.cookies[LANGUAGE_COOKIE] = "en_US"
+    return browser
+
+
+async def choose_language(services: Services, user_id: int, language: str | None) -> None:
+    async with services.sessions() as session, session.begin():
+        await UserRepository(session).update(user_id, {"language": language})
+
+
+async def test_a_reset_mail_is_chinese_by_default(site: Site) -> None:
+    await make_user(site.services, email="cxk@example.com", verified=True)
+
+    await forgot(site.client, "cxk@example.com")
+
+    message = await site.mailbox.wait_for(1)
+    assert message["Subject"] == "mservices 重置密码"
+    assert message["Content-Language"] == "zh-CN"
+    body = message.get_content()
+    assert body.startswith("cxk，你好：")
+    assert "1 小时内有效" in body and "Hello" not in body
+
+
+async def test_a_reset_mail_is_in_the_language_of_the_request_when_the_account_has_none(
+    site: Site,
+) -> None:
+    await make_user(site.services, email="cxk@example.com", verified=True)
+
+    await forgot(site.client, "cxk@example.com", headers={"Accept-Language": "en-GB,en;q=0.9"})
+
+    message = await site.mailbox.wait_for(1)
+    assert message["Subject"] == "mservices: reset your password"
+    assert message["Content-Language"] == "en-US"
+    body = message.get_content()
+    assert body.startswith("Hello cxk,")
+    assert "it is valid for 1 hour and can be used once" in body
+    assert link_in(message) in body
+    assert not re.search(r"[\u4e00-\u9fff]", body)
+
+
+async def test_a_reset_mail_is_in_the_accounts_language_whatever_the_request_asks(
+    site: Site,
+) -> None:
+    user_id = await make_user(site.services, email="cxk@example.com", verified=True)
+    await choose_language(site.services, user_id, "zh_CN")
+
+    await forgot(site.client, "cxk@example.com", headers={"Accept-Language": "en"})
+
+    assert (await site.mailbox.wait_for(1))["Subject"] == "mservices 重置密码"
+
+
+async def test_a_verification_mail_follows_the_accounts_language(site: Site) -> None:
+    user_id = await make_user(site.services)
+    await choose_language(site.services, user_id, "en_US")
+    token = await log_in(site.client)
+
+    await site.client.request(
+        "PUT",
+        "/user/email",
+        json_body={"email": "cxk@example.com", "pwd": PASSWORD},
+        headers={**bearer(token), "Accept-Language": "zh-CN"},
+    )
+
+    message = await site.mailbox.wait_for(1)
+    assert message["Subject"] == "mservices: verify your email address"
+    body = message.get_content()
+    assert "confirm that cxk@example.com is your email address" in body
+    assert "valid for 24 hours" in body
+
+
+async def test_the_forgot_answer_is_in_the_language_of_the_request(site: Site) -> None:
+    chinese = await forgot(site.client, "nobody@example.com")
+    english = await forgot(site.client, "nobody@example.com", headers={"Accept-Language": "en"})
+
+    assert chinese.json() == {
+        "msg": "accepted",
+        "detail": "如果某个账号已验证过这个邮箱，重置链接正在发送中",
+    }
+    assert english.json() == {
+        "msg": "accepted",
+        "detail": "if an account has this verified address, a reset link is on its way",
+    }
+
+
+async def test_the_account_page_speaks_english_when_english_is_chosen(site: Site) -> None:
+    await make_user(site.services)
+    browser = in_english(Browser(site.client))
+    await browser.login("cxk", PASSWORD)
+
+    page = await browser.get("/account")
+
+    assert page.status == 200
+    assert '<html lang="en-US">' in page.text
+    for sentence in ("My account", "Change password", "Login sessions", "End this session"):
+        assert sentence in page.text
+    chinese = set(re.findall(r"[\u4e00-\u9fff]+", page.text))
+    # Chinese only in the language named in its own language, and the city as typed (data).
+    assert chinese == {"中文", "北京"}
+
+
+async def test_account_actions_answer_in_english_when_english_is_chosen(site: Site) -> None:
+    await make_user(site.services)
+    browser = in_english(Browser(site.client))
+    await browser.login("cxk", PASSWORD)
+
+    saved = await browser.act("/account/profile", {"city": "Xi'an"})
+    weak = await browser.act(
+        "/account/password", {"old_pwd": PASSWORD, "new_pwd": "cxk", "new_pwd2": "cxk"}
+    )
+    emailed = await browser.act("/account/email", {"email": "cxk@example.com", "pwd": PASSWORD})
+    changed = await browser.act(
+        "/account/password",
+        {"old_pwd": PASSWORD, "new_pwd": NEW_PASSWORD, "new_pwd2": NEW_PASSWORD},
+    )
+
+    assert saved.text == "Profile saved"
+    assert (weak.level, weak.text) == (
+        "error",
+        "The new password does not meet the requirements: must be at least 8 characters; "
+        "must not be the account name",
+    )
+    assert emailed.text == "Email address saved; a verification link was sent to cxk@example.com"
+    assert changed.text == "Password changed; 0 other sessions were ended"
+
+
+async def test_a_weak_password_on_the_account_page_is_explained_in_chinese(site: Site) -> None:
+    await make_user(site.services)
+    browser = Browser(site.client)
+    await browser.login("cxk", PASSWORD)
+
+    weak = await browser.act(
+        "/account/password", {"old_pwd": PASSWORD, "new_pwd": "password123", "new_pwd2": "x"}
+    )
+    weaker = await browser.act(
+        "/account/password",
+        {"old_pwd": PASSWORD, "new_pwd": "password123", "new_pwd2": "password123"},
+    )
+
+    assert (weak.level, weak.text) == ("error", "两次输入的新密码不一致")
+    assert (weaker.level, weaker.text) == (
+        "error",
+        "新密码不符合要求：是最常见的密码之一，请换一个",
+    )
+
+
+async def test_the_signup_forgot_and_reset_pages_speak_english_when_asked(site: Site) -> None:
+    english = {"Accept-Language": "en"}
+    signup = await site.client.get("/signup", headers=english)
+    forgot_page = await site.client.get("/forgot", headers=english)
+    reset = await site.client.get("/reset/" + "x" * 40, headers=english)
+    login = await site.client.get("/login", headers=english)
+
+    assert "Confirm the password" in signup.text and "City (optional)" in signup.text
+    assert "Send a reset link" in forgot_page.text
+    assert reset.status == 400
+    assert "This link is invalid, has expired or has already been used." in reset.text
+    assert "Forgot your password?" in login.text
+    for page in (signup, forgot_page, reset, login):
+        assert set(re.findall(r"[\u4e00-\u9fff]+", page.text)) == {"中文"}
+
+
+async def test_an_invalid_address_on_the_forgot_page_says_why_in_the_readers_language(
+    site: Site,
+) -> None:
+    chinese = await Browser(site.client).post("/forgot", {"email": "plain"})
+    english = await in_english(Browser(site.client)).post("/forgot", {"email": "plain"})
+
+    assert chinese.status == english.status == 422
+    assert "邮箱无效：必须是邮箱地址，例如 name@example.com" in chinese.text
+    assert (
+        "The email address is not valid: must be an email address such as name@example.com"
+        in english.text
+    )
+
+
+async def test_ending_this_session_is_confirmed_in_the_browsers_language(site: Site) -> None:
+    user_id = await make_user(site.services)
+    await choose_language(site.services, user_id, "en_US")
+    browser = Browser(site.client)
+    await browser.login("cxk", PASSWORD)
+    page = await browser.get("/account")
+    assert '<html lang="en-US">' in page.text
+    [current] = re.findall(r'<tr data-session-id="(\d+)">', page.text)
+
+    response = await browser.post(f"/account/sessions/{current}/end")
+
+    assert response.status == 302 and response.headers["Location"] == "/login"
+    login_page = await browser.get("/login")
+    assert '<html lang="zh-CN">' in login_page.text  # a visitor again, in a Chinese browser
+    assert flash_of(login_page) == Flash("success", "会话已结束")

@@ -54,7 +54,7 @@ async def test_anything_that_could_leave_the_site_is_a_400_page(
 
     assert response.status == 400
     assert "Location" not in response.headers
-    assert "local path" in response.text
+    assert "必须是以单个 / 开头的本站路径" in response.text
     assert response.headers["Content-Type"].startswith("text/html")
 
 
@@ -63,7 +63,15 @@ async def test_a_missing_or_repeated_target_is_400(client: Client, query: str) -
     response = await client.get(f"/redirect{query}")
 
     assert response.status == 400
-    assert "exactly one" in response.text
+    assert "请给出恰好一个 `to`" in response.text
+
+
+async def test_the_refusal_is_in_english_for_a_browser_that_asks_for_it(client: Client) -> None:
+    response = await client.get("/redirect?to=//evil.example", headers={"Accept-Language": "en"})
+
+    assert response.status == 400
+    assert "must be a local path starting with a single /" in response.text
+    assert "本站路径" not in response.text
 
 
 async def test_a_target_that_is_not_utf8_is_400(client: Client) -> None:

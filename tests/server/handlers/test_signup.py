@@ -16,6 +16,7 @@ from repositories.models import AuditEntry
 from repositories.roles import RoleRepository
 from server import accounts
 from server.app import make_app
+from server.handlers.base import LANGUAGE_COOKIE
 from server.services import Services, open_services
 from server.settings import Settings
 from tests.conftest import Client, make_settings, serve_app, service_url
@@ -23,7 +24,7 @@ from tests.server.handlers.test_admin_pages import Browser
 from tests.server.handlers.test_user import PASSWORD, bearer, login
 
 NO_MENUS_FOR_YOU = "你的角色还没有可见的菜单，请联系管理员。"
-NO_MENUS_FOR_VISITORS = "No menus are published for visitors yet."
+NO_MENUS_FOR_VISITORS = "还没有为访客发布任何菜单。"
 
 
 @pytest.fixture
@@ -131,6 +132,16 @@ async def test_a_logged_in_user_without_menus_is_told_to_ask_an_administrator(
     assert page.status == 200
     assert NO_MENUS_FOR_YOU in page.text
     assert NO_MENUS_FOR_VISITORS not in page.text
+
+
+async def test_a_user_without_menus_who_chose_english_is_told_in_english(client: Client) -> None:
+    assert (await sign_up(client, "lonely")).status == 201
+    browser = Browser(client)
+    browser.cookies[LANGUAGE_COOKIE] = "en_US"
+    await browser.login("lonely", PASSWORD)
+    page = await browser.get("/")
+    assert "Your roles have no visible menus yet; please ask an administrator." in page.text
+    assert NO_MENUS_FOR_YOU not in page.text
 
 
 async def test_a_visitor_without_menus_keeps_the_visitor_sentence(client: Client) -> None:

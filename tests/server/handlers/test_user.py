@@ -228,11 +228,22 @@ async def test_weak_passwords_are_refused_with_the_rule(
     client: Client, pwd: str, reason: str
 ) -> None:
     name = "cxkcxkcxk" if "account name" in reason else "cxk"
-    response = await client.post("/user", json_body={"name": name, "pwd": pwd})
+    response = await client.post(
+        "/user", json_body={"name": name, "pwd": pwd}, headers={"Accept-Language": "en"}
+    )
     assert response.status == 422
     body = response.json()
     assert body["code"] == "weak_password"
+    assert body["msg"] == "the password does not meet the policy"
     assert any(reason in item["reason"] for item in body["errors"])
+
+
+async def test_a_weak_password_is_explained_in_chinese_by_default(client: Client) -> None:
+    response = await client.post("/user", json_body={"name": "cxk", "pwd": "password123"})
+    assert response.status == 422
+    body = response.json()
+    assert (body["code"], body["msg"]) == ("weak_password", "密码不符合要求")
+    assert body["errors"] == [{"field": "pwd", "reason": "是最常见的密码之一，请换一个"}]
 
 
 @pytest.mark.parametrize(
@@ -484,7 +495,7 @@ async def test_a_new_password_must_pass_the_policy(client: Client, new: str, rea
         "PUT",
         "/user/password",
         json_body={"old_pwd": PASSWORD, "new_pwd": new},
-        headers=bearer(token),
+        headers={**bearer(token), "Accept-Language": "en"},
     )
     assert response.status == 422
     assert response.json()["errors"][0]["field"] == "new_pwd"

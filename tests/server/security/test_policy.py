@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.text import Text
+from server.i18n import locale_for, translate
 from server.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from server.security.policy import common_passwords, password_problems
 
-TOO_SHORT = "must be at least 8 characters"
-TOO_LONG = "must be at most 128 characters"
-COMMON = "is one of the most common passwords; choose another"
-IS_NAME = "must not be the account name"
-IS_OLD = "must differ from the current password"
+TOO_SHORT = Text("must be at least {min_length} characters", min_length=8)
+TOO_LONG = Text("must be at most {max_length} characters", max_length=128)
+COMMON = Text("is one of the most common passwords; choose another")
+IS_NAME = Text("must not be the account name")
+IS_OLD = Text("must differ from the current password")
 
 
 def test_a_good_passphrase_has_no_problems() -> None:
@@ -69,3 +71,23 @@ def test_the_deny_list_has_at_least_ten_thousand_lower_case_entries() -> None:
     assert "password123" in entries
     assert all(entry == entry.casefold() for entry in entries)
     assert not any(entry.startswith("#") for entry in entries)
+
+
+def test_each_problem_is_a_sentence_in_english_and_chinese() -> None:
+    problems = password_problems("password", name="PASSWORD", old_password="password")
+    english, chinese = locale_for("en_US"), locale_for("zh_CN")
+
+    assert [str(problem) for problem in problems] == [
+        "is one of the most common passwords; choose another",
+        "must not be the account name",
+        "must differ from the current password",
+    ]
+    assert [translate(english, problem) for problem in problems] == [
+        str(problem) for problem in problems
+    ]
+    assert [translate(chinese, problem) for problem in problems] == [
+        "是最常见的密码之一，请换一个",
+        "不能与用户名相同",
+        "不能与当前密码相同",
+    ]
+    assert translate(chinese, TOO_SHORT) == "至少需要 8 个字符"
