@@ -18,14 +18,11 @@ import pytest
 from server.demo import DEMO_GOODS, DEMO_ROLES, DEMO_USERS
 from tests.browser.conftest import browser_unavailable
 from tests.browser.test_layout import (
-    ADMIN_PAGES,
-    CUSTOMER_PAGES,
     DESKTOP,
     ORDER,
-    VISITOR_PAGES,
     demo_order_id,
+    every_role,
     keep_screenshot,
-    logged_in,
     new_context,
     passwords,
 )
@@ -127,17 +124,9 @@ async def sweep(page: Page, who: str, paths: tuple[str, ...], language: str) -> 
 async def test_every_page_speaks_one_language(
     browser: Browser, client: Client, passwords: dict[str, str], language: str
 ) -> None:
-    admin = await logged_in(browser, client, DESKTOP, "admin", passwords["admin"], language)
-    customer = await logged_in(
-        browser, client, DESKTOP, "customer", passwords["customer"], language
-    )
-    visitor = await (await new_context(browser, client, DESKTOP, locale=language)).new_page()
-
-    problems = [
-        *await sweep(admin, "admin", ADMIN_PAGES, language),
-        *await sweep(customer, "customer", CUSTOMER_PAGES, language),
-        *await sweep(visitor, "visitor", VISITOR_PAGES, language),
-    ]
+    problems = []
+    for who, page, paths in await every_role(browser, client, passwords, DESKTOP, language):
+        problems += await sweep(page, who, paths, language)
 
     assert not problems, "\n".join(problems)
 

@@ -180,20 +180,28 @@ async def check_pages(page: Page, who: str, paths: tuple[str, ...], width: int) 
     return problems
 
 
+async def every_role(
+    browser: Browser, client: Client, passwords: dict[str, str], width: int, locale: str
+) -> list[tuple[str, Page, tuple[str, ...]]]:
+    """A page for the demo admin, the customer and a visitor, each with the paths it opens."""
+    admin = await logged_in(browser, client, width, "admin", passwords["admin"], locale)
+    customer = await logged_in(browser, client, width, "customer", passwords["customer"], locale)
+    visitor = await (await new_context(browser, client, width, locale=locale)).new_page()
+    return [
+        ("admin", admin, ADMIN_PAGES),
+        ("customer", customer, CUSTOMER_PAGES),
+        ("visitor", visitor, VISITOR_PAGES),
+    ]
+
+
 @pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
 async def test_no_page_scrolls_sideways_and_no_button_breaks_its_words(
     browser: Browser, client: Client, passwords: dict[str, str], width: int, locale: str
 ) -> None:
-    admin = await logged_in(browser, client, width, "admin", passwords["admin"], locale)
-    customer = await logged_in(browser, client, width, "customer", passwords["customer"], locale)
-    visitor = await (await new_context(browser, client, width, locale=locale)).new_page()
-
-    problems = [
-        *await check_pages(admin, f"admin-{locale}", ADMIN_PAGES, width),
-        *await check_pages(customer, f"customer-{locale}", CUSTOMER_PAGES, width),
-        *await check_pages(visitor, f"visitor-{locale}", VISITOR_PAGES, width),
-    ]
+    problems = []
+    for who, page, paths in await every_role(browser, client, passwords, width, locale):
+        problems += await check_pages(page, f"{who}-{locale}", paths, width)
 
     assert not problems, "\n".join(problems)
 
