@@ -178,12 +178,17 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
-    """Settings for a test: isolated data dir, no .env, a random cookie secret."""
+    """Settings for a test: isolated data dir, no .env, a random cookie secret, and argon2's
+    cheapest allowed cost (one pass over 8 MiB instead of two over 19 MiB: every login and
+    sign-up of the suite hashes; the production parameters are tested in
+    tests/server/security/test_passwords.py and by the processes the CLI tests start)."""
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "database_url": database_url,
         "cookie_secret": secrets.token_hex(32),
         "tcp_port": 0,
+        "password_time_cost": 1,
+        "password_memory_kib": 8 * 1024,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

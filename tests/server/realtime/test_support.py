@@ -36,7 +36,6 @@ from server.realtime.redis_bus import RedisBus
 from server.realtime.rooms import QUEUE_ROOM, thread_room
 from server.realtime.tcp import TcpChatServer, render
 from server.services import Services, open_services
-from server.settings import Settings
 from tests.conftest import Client, make_settings
 from tests.grants import grant_in_session
 from tests.server.handlers.test_user import bearer, login
@@ -50,12 +49,6 @@ SUBPROTOCOL = "mservices.chat.v1"
 HOST = "127.0.0.1"
 
 Frame = dict[str, Any]
-
-
-@pytest.fixture
-def settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    """Cheap password hashing: these tests log in a lot."""
-    return make_settings(tmp_path, sqlite_url, password_time_cost=1, password_memory_kib=8 * 1024)
 
 
 @dataclass(frozen=True, slots=True)

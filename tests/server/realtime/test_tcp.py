@@ -13,7 +13,6 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +28,7 @@ from server.principal import Principal
 from server.realtime.limits import MAX_TEXT_CHARS, REFUSALS_BEFORE_CLOSE
 from server.realtime.tcp import LINE_LIMIT, TcpChatServer, render
 from server.services import Services
-from server.settings import Settings
-from tests.conftest import Client, make_settings
+from tests.conftest import Client
 from tests.grants import grant, grant_in_session
 
 TIMEOUT = 10.0
@@ -43,12 +41,6 @@ GOODBYE = "* the server is shutting down; goodbye"
 GOODBYE_ZH = "* 服务器正在关闭，再见"
 SESSION_ENDED = "* your session was ended; goodbye"
 REFUSED_CHAT_ZH = "! 你的角色没有授予权限 chat.use，再见"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, sqlite_url: str) -> Settings:
-    """Cheap password hashing: these tests log in a lot."""
-    return make_settings(tmp_path, sqlite_url, password_time_cost=1, password_memory_kib=8 * 1024)
 
 
 async def add_user(
