@@ -81,7 +81,7 @@ class Joined:
 
 def ntext(singular: str, plural: str, count: int, /, **params: Any) -> Text:
     """A sentence with a singular and a plural form, chosen by ``count`` (also a parameter)."""
-    text = Text(singular, count=count, **params)
+    text = Text(singular, **{**params, "count": count})
     text.plural = plural
     text.count = count
     return text

@@ -134,7 +134,9 @@ PHRASES = {
 
 
 def _phrase(status: int, detail: str | None = None) -> Message:
-    if detail and status < 500 and "_xsrf" in detail:
+    # Tornado's XSRF refusals: "'_xsrf' argument missing from POST", "XSRF cookie does not
+    # match POST argument", "'_xsrf' argument has invalid format".
+    if detail and status < 500 and "xsrf" in detail.lower():
         return Text(
             "the _xsrf form field or X-XSRFToken header is missing or wrong; reload the page"
         )

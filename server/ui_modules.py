@@ -21,7 +21,10 @@ class MenuModule(UIModule):
     """The side menu: the caller's whole tree, nested lists to any depth."""
 
     def render(self, menus: Sequence[MenuNode]) -> bytes:
-        """Render ``ui/menu.html`` (which includes itself for children)."""
+        """Render ``ui/menu.html`` (which includes itself for children); a leaf's empty list
+        of children renders nothing without building a template namespace."""
+        if not menus:
+            return b""
         return self.render_string("ui/menu.html", menus=menus)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -20,6 +21,7 @@ def supported(code: str | None) -> str | None:
     return _BY_PRIMARY.get(primary)
 
 
+@lru_cache(maxsize=256)  # browsers send the same few headers on every request
 def negotiate(accept_language: str | None) -> str | None:
     """The best supported language of an ``Accept-Language`` header (RFC 9110 §12.5.4), or
     None when it names none of ours. Ranges are tried by weight, ties in header order."""

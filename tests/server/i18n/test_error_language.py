@@ -53,3 +53,22 @@ async def test_the_error_page_speaks_the_readers_language(client: Client) -> Non
     assert '<html lang="zh-CN">' in chinese.text and "找不到这个页面" in chinese.text
     assert '<html lang="en-US">' in english.text and "This page cannot be found" in english.text
     assert "找不到" not in english.text
+
+
+async def test_a_mismatched_xsrf_token_is_explained_not_called_a_bare_refusal(
+    client: Client,
+) -> None:
+    """Tornado words a stale token "XSRF cookie does not match POST argument": the reader is
+    told what to do (reload), in their language, whichever of Tornado's wordings it was."""
+    for body in (f"_xsrf={'bb' * 16}", ""):
+        response = await client.post(
+            "/logout",
+            body=body,
+            headers={
+                **ENGLISH,
+                "Cookie": f"_xsrf={'aa' * 16}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        assert response.status == 403
+        assert "X-XSRFToken header is missing or wrong; reload the page" in response.text
